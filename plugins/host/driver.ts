@@ -1,0 +1,399 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { constants } from "node:fs";
+import { access, lstat, mkdir, open, readdir, realpath, rm, stat } from "node:fs/promises";
+import { userInfo } from "node:os";
+import { basename, delimiter, join, posix } from "node:path";
+import type { Readable } from "node:stream";
+import { constants as osConstants } from "node:os";
+import type { Logger } from "pino";
+import type {
+  CreatedEnvironment,
+  Driver,
+  DriverCapabilities,
+  EnvironmentRef,
+  EnvironmentSpec,
+  ExecResult,
+  ExecSinks,
+  ExecSpec,
+  Layout,
+} from "../../src/driver.js";
+import { BerthError, Status, failedPrecondition, invalidArgument, messageOf, notFound, permissionDenied } from "../../src/errors.js";
+import { packTree } from "../../src/tar-pack.js";
+import { checkedTar } from "../../src/tar-safety.js";
+import { extractTar } from "./extract.js";
+import type { HostOptions } from "./options.js";
+import { assertContained, isInside, toRealPath } from "./paths.js";
+import { signalProcessTree } from "./process-tree.js";
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** How long a finished command's output pipes may stay open (held by a background process) before berth stops waiting. */
+const outputDrainMs = 1000;
+
+interface HostEnvironment {
+  dir: string;
+  layout: Layout;
+  env: Record<string, string>;
+  workingDir: string;
+}
+
+/**
+ * Each environment is a private directory; commands are plain processes.
+ * With bubblewrap, every command runs in its own mount namespace where the
+ * environment's directory is mounted at one fixed path (the layout plugin.v1
+ * announces once for all environments) and other environments are hidden.
+ */
+export class HostDriver implements Driver {
+  private isolation: "bwrap" | "none" = "none";
+  private readonly envsDir: string;
+  /** Where an environment's directory appears to its commands under bubblewrap. */
+  private readonly mountPoint: string;
+  /** Output pipes of finished commands still held open by their background processes, per environment. */
+  private readonly lingering = new Map<string, Set<ChildProcess>>();
+
+  constructor(
+    private readonly options: HostOptions,
+    private readonly logger: Logger,
+  ) {
+    this.envsDir = join(options.root, "envs");
+    this.mountPoint = join(options.root, "env");
+  }
+
+  async provision(): Promise<void> {
+    try {
+      await mkdir(this.envsDir, { recursive: true, mode: 0o700 });
+      await mkdir(this.mountPoint, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw failedPrecondition(`driver host: provision: cannot create ${this.options.root}: ${messageOf(err)}`);
+    }
+    if (this.options.isolation === "none") return;
+    const problem = await this.probeBubblewrap();
+    if (problem === undefined) {
+      this.isolation = "bwrap";
+    } else if (this.options.isolation === "bwrap") {
+      throw failedPrecondition(`driver host: provision: isolation=bwrap but bubblewrap does not work here: ${problem}`);
+    } else {
+      this.logger.warn(
+        { problem },
+        "bubblewrap is not usable; commands see the environments' real directories and plugin.v1 is unavailable (install bubblewrap for both)",
+      );
+    }
+    this.logger.info({ root: this.options.root, isolation: this.isolation }, "host driver ready");
+  }
+
+  capabilities(): DriverCapabilities {
+    return {
+      supportsServiceContainers: false,
+      managesOwnNetworking: false,
+      supportsDockerActions: false,
+      supportsLocalCopy: this.options.allowedLocalRoots.length > 0,
+      globalLayout: this.isolation === "bwrap" ? this.layoutAt(this.mountPoint) : undefined,
+      globalLayoutUnavailableReason:
+        "the host driver runs without bubblewrap, so each environment has its own paths; install bubblewrap (apt-get install bubblewrap) or use plugin.v1alpha",
+    };
+  }
+
+  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+    if (spec.services.length > 0) {
+      throw invalidArgument("the host driver cannot run service containers (supports_service_containers is false)");
+    }
+    if (spec.capAdd.length > 0 || spec.capDrop.length > 0) {
+      throw invalidArgument("the host driver cannot add or drop capabilities; leave cap_add and cap_drop empty");
+    }
+    const unknown = Object.keys(spec.backendOptions);
+    if (unknown.length > 0) {
+      throw invalidArgument(`the host driver has no backend_options; unknown: ${unknown.join(", ")}`);
+    }
+    const dir = this.envDir(id);
+    const layout = this.layoutAt(this.isolation === "bwrap" ? this.mountPoint : dir);
+    await mkdir(dir, { mode: 0o700 });
+    for (const sub of ["act", "toolcache", "tmp"]) await mkdir(join(dir, sub));
+    const workingDir = spec.workingDir || layout.rootPath;
+    const state: HostEnvironment = { dir, layout, env: spec.env, workingDir };
+    return { state, layout };
+  }
+
+  async start(env: EnvironmentRef, progress: (line: string) => void): Promise<{ imageEnv: Record<string, string> }> {
+    const { dir } = this.state(env);
+    await stat(dir).catch(() => {
+      throw failedPrecondition(`environment directory ${dir} is gone`);
+    });
+    progress(`host environment ready at ${this.state(env).layout.rootPath}`);
+    return { imageEnv: { PATH: process.env.PATH ?? defaultPath } };
+  }
+
+  async exec(ref: EnvironmentRef, spec: ExecSpec, sinks: ExecSinks, signal: AbortSignal): Promise<ExecResult> {
+    const env = this.state(ref);
+    if (spec.user && spec.user !== userInfo().username && spec.user !== String(process.getuid?.())) {
+      return {
+        kind: "failed",
+        message: `the host driver runs commands as berth's own user (${userInfo().username}); it cannot run them as "${spec.user}"`,
+      };
+    }
+    const variables: Record<string, string> = {
+      PATH: process.env.PATH ?? defaultPath,
+      HOME: env.layout.rootPath,
+      TMPDIR: env.layout.tempPath,
+      ...env.env,
+      ...spec.env,
+    };
+    const workdir = posix.resolve(env.workingDir, spec.workdir || ".");
+    const realWorkdir = this.toReal(ref, workdir, "workdir");
+    const workdirStat = await stat(realWorkdir).catch(() => undefined);
+    if (!workdirStat?.isDirectory()) return { kind: "failed", message: `working directory ${workdir} does not exist` };
+    const missing = await this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir);
+    if (missing) return { kind: "failed", message: missing };
+
+    const child =
+      this.isolation === "bwrap"
+        ? spawn("bwrap", [...this.bwrapArgs(env.dir, workdir), "--", ...spec.command], {
+            env: variables,
+            detached: true,
+            stdio: ["ignore", "pipe", "pipe"],
+          })
+        : spawn(spec.command[0], spec.command.slice(1), {
+            cwd: realWorkdir,
+            env: variables,
+            detached: true,
+            stdio: ["ignore", "pipe", "pipe"],
+          });
+    return this.superviseCommand(ref.id, child, sinks, signal);
+  }
+
+  /** Streams a command's output, kills its tree when the call is cancelled, and reports how it ended. */
+  private async superviseCommand(
+    id: string,
+    child: ChildProcess,
+    sinks: ExecSinks,
+    signal: AbortSignal,
+  ): Promise<ExecResult> {
+    child.stdout!.pipe(sinks.stdout, { end: false });
+    child.stderr!.pipe(sinks.stderr, { end: false });
+    const outputClosed = new Promise<void>((resolve) => child.once("close", () => resolve()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: Error }>((resolve) => {
+      child.once("exit", (code, exitSignal) => resolve({ code, signal: exitSignal }));
+      child.once("error", (error) => resolve({ error }));
+    });
+    let killTimer: NodeJS.Timeout | undefined;
+    const kill = () => {
+      if (child.pid === undefined) return;
+      const pid = child.pid;
+      void signalProcessTree(pid, "SIGTERM");
+      killTimer = setTimeout(() => void signalProcessTree(pid, "SIGKILL"), this.options.killGraceMs);
+    };
+    signal.addEventListener("abort", kill, { once: true });
+    try {
+      const outcome = await exited;
+      if ("error" in outcome) {
+        return { kind: "failed", message: `cannot start ${child.spawnfile}: ${outcome.error.message}` };
+      }
+      if (signal.aborted) {
+        // The group may still hold survivors of SIGTERM: make sure they go too.
+        await signalProcessTree(child.pid!, "SIGKILL");
+      }
+      const drained = await Promise.race([outputClosed.then(() => true), delay(outputDrainMs).then(() => false)]);
+      if (!drained) this.keepLingering(id, child);
+      if (signal.aborted) throw signal.reason;
+      if (outcome.code !== null) return { kind: "exited", exitCode: outcome.code };
+      const number = osConstants.signals[outcome.signal!] ?? 0;
+      return { kind: "exited", exitCode: 128 + number, message: `command was killed by ${outcome.signal}` };
+    } finally {
+      clearTimeout(killTimer);
+      signal.removeEventListener("abort", kill);
+      child.stdout!.unpipe(sinks.stdout);
+      child.stderr!.unpipe(sinks.stderr);
+    }
+  }
+
+  /**
+   * A background process of a finished command still holds its output pipes:
+   * keep reading (and dropping) so it does not die of SIGPIPE, until Remove.
+   */
+  private keepLingering(id: string, child: ChildProcess): void {
+    child.stdout!.resume();
+    child.stderr!.resume();
+    const set = this.lingering.get(id) ?? new Set();
+    set.add(child);
+    this.lingering.set(id, set);
+    child.once("close", () => set.delete(child));
+  }
+
+  async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable): Promise<void> {
+    const { dir } = this.state(ref);
+    await extractTar(tar, this.toReal(ref, destPath, "dest_path"), dir);
+  }
+
+  async copyOut(ref: EnvironmentRef, srcPath: string): Promise<Readable> {
+    const real = await this.existingPath(ref, srcPath, "src_path");
+    return packTree(real, basename(srcPath) || basename(real));
+  }
+
+  async copyLocal(ref: EnvironmentRef, srcPath: string, destPath: string): Promise<void> {
+    const src = await realpathOrNotFound(srcPath);
+    const roots = await Promise.all(this.options.allowedLocalRoots.map((root) => realpathOrNotFound(root).catch(() => root)));
+    if (!roots.some((root) => isInside(root, src))) {
+      throw permissionDenied(
+        `CopyLocal from ${srcPath} is not allowed: it is outside the host driver's allowedLocalRoots (${this.options.allowedLocalRoots.join(", ") || "none"})`,
+      );
+    }
+    // The contents of srcPath go into destPath, as `cp -a src/. dest` does.
+    await extractTar(checkedTar(packTree(src, ".")), this.toReal(ref, destPath, "dest_path"), this.state(ref).dir);
+  }
+
+  async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
+    const real = this.toReal(ref, path, "src_path");
+    await assertContained(this.state(ref).dir, real);
+    let handle;
+    try {
+      handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw invalidArgument(`cannot read ${path}: ${messageOf(err)}`);
+    }
+    try {
+      const buffer = Buffer.alloc(maxBytes);
+      const { bytesRead } = await handle.read(buffer, 0, maxBytes, 0);
+      return buffer.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
+    const { dir } = this.state(ref);
+    const dirStat = await stat(dir).catch(() => undefined);
+    if (!dirStat?.isDirectory()) throw new BerthError(Status.FAILED_PRECONDITION, `environment directory ${dir} is gone`);
+    return { waitMs: 0 };
+  }
+
+  async remove(ref: EnvironmentRef): Promise<void> {
+    for (const child of this.lingering.get(ref.id) ?? []) {
+      if (child.pid !== undefined) await signalProcessTree(child.pid, "SIGKILL");
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    }
+    this.lingering.delete(ref.id);
+    await rm(this.envDir(ref.id), { recursive: true, force: true });
+  }
+
+  async cleanup(): Promise<void> {
+    for (const id of this.lingering.keys()) await this.remove({ id, state: undefined });
+  }
+
+  /** Ids of environments whose directories exist (for diagnostics and tests). */
+  async existingEnvironmentIds(): Promise<string[]> {
+    return readdir(this.envsDir).catch(() => []);
+  }
+
+  private envDir(id: string): string {
+    return join(this.envsDir, id);
+  }
+
+  private state(ref: EnvironmentRef): HostEnvironment {
+    return ref.state as HostEnvironment;
+  }
+
+  private toReal(ref: EnvironmentRef, path: string, field: string): string {
+    const { layout, dir } = this.state(ref);
+    return toRealPath(layout.rootPath, dir, path, field);
+  }
+
+  private async existingPath(ref: EnvironmentRef, path: string, field: string): Promise<string> {
+    const real = this.toReal(ref, path, field);
+    await assertContained(this.state(ref).dir, real);
+    await lstat(real).catch(() => {
+      throw notFound(`${path} does not exist in the environment`);
+    });
+    return real;
+  }
+
+  private layoutAt(root: string): Layout {
+    return {
+      rootPath: root,
+      actPath: join(root, "act"),
+      toolCachePath: join(root, "toolcache"),
+      tempPath: join(root, "tmp"),
+      pathVariableName: "PATH",
+      defaultPathVariable: process.env.PATH ?? defaultPath,
+      pathSeparator: delimiter,
+      environmentCaseInsensitive: false,
+      os: runnerOs(),
+      arch: runnerArch(),
+    };
+  }
+
+  private bwrapArgs(envDir: string, workdir: string): string[] {
+    return [
+      "--dev-bind", "/", "/",
+      "--bind", envDir, this.mountPoint,
+      // Other environments' directories stay out of sight.
+      "--tmpfs", this.envsDir,
+      "--chdir", workdir,
+      "--die-with-parent",
+    ];
+  }
+
+  /** Why the program cannot be run, or undefined if it can: checked up front so the runner gets a clear message. */
+  private async findProgram(ref: EnvironmentRef, program: string, path: string, workdir: string): Promise<string | undefined> {
+    const { layout, dir } = this.state(ref);
+    // Paths under the environment's root are mapped; others are the host's own (as commands see them).
+    const real = (p: string) => (isInside(layout.rootPath, p) ? toRealPath(layout.rootPath, dir, p, "command") : p);
+    const executable = async (p: string) => {
+      try {
+        await access(real(p), constants.X_OK);
+        return (await stat(real(p))).isFile();
+      } catch {
+        return false;
+      }
+    };
+    if (program.includes("/")) {
+      const full = posix.resolve(workdir, program);
+      const exists = await stat(real(full)).catch(() => undefined);
+      if (!exists) return `cannot run ${program}: no such file`;
+      return (await executable(full)) ? undefined : `cannot run ${program}: not an executable file`;
+    }
+    for (const entry of path.split(":")) {
+      if (entry && (await executable(posix.join(posix.resolve(workdir, entry), program)))) return undefined;
+    }
+    return `cannot run ${program}: executable file not found in PATH (${path})`;
+  }
+
+  private async probeBubblewrap(): Promise<string | undefined> {
+    const probeDir = join(this.envsDir, ".probe");
+    await mkdir(probeDir, { recursive: true });
+    try {
+      const child = spawn("bwrap", [...this.bwrapArgs(probeDir, this.mountPoint), "--", "true"], {
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const outcome = await new Promise<string | undefined>((resolve) => {
+        child.once("error", (err) => resolve(`cannot run bwrap: ${err.message}`));
+        child.once("close", (code) => resolve(code === 0 ? undefined : `bwrap exited ${code}: ${stderr.trim()}`));
+      });
+      return outcome;
+    } finally {
+      await rm(probeDir, { recursive: true, force: true });
+    }
+  }
+}
+
+async function realpathOrNotFound(path: string): Promise<string> {
+  try {
+    return await realpath(path);
+  } catch {
+    throw notFound(`${path} does not exist on the machine berth runs on`);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+function runnerOs(): string {
+  return { linux: "Linux", darwin: "macOS", win32: "Windows" }[process.platform as string] ?? process.platform;
+}
+
+function runnerArch(): string {
+  return { x64: "X64", arm64: "ARM64", arm: "ARM", ia32: "X86" }[process.arch as string] ?? process.arch;
+}

@@ -1,0 +1,22 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { listOption } from "../../src/driver-options.js";
+
+export const hostOptionsSchema = z.object({
+  /** Where environment directories live. */
+  root: z.string().min(1).default(join(tmpdir(), "berth-host")),
+  /**
+   * bwrap: every command runs in a private mount namespace where the
+   * environment's directory appears at one fixed path (needed for plugin.v1's
+   * global layout). none: commands see the real directories (plugin.v1alpha
+   * only). auto: bwrap if it works here, else none.
+   */
+  isolation: z.enum(["auto", "bwrap", "none"]).default("auto"),
+  /** Directories CopyLocal may copy from; empty disables CopyLocal. */
+  allowedLocalRoots: listOption.default([]),
+  /** How long a cancelled command gets between SIGTERM and SIGKILL. */
+  killGraceMs: z.coerce.number().int().min(0).max(600_000).default(2000),
+});
+
+export type HostOptions = z.infer<typeof hostOptionsSchema>;

@@ -1,0 +1,140 @@
+import type { Readable, Writable } from "node:stream";
+import type { Logger } from "pino";
+
+/** Where an environment's directories are, as its commands see them. */
+export interface Layout {
+  rootPath: string;
+  actPath: string;
+  toolCachePath: string;
+  tempPath: string;
+  pathVariableName: string;
+  defaultPathVariable: string;
+  pathSeparator: string;
+  environmentCaseInsensitive: boolean;
+  /** RUNNER_OS / RUNNER_ARCH values, e.g. "Linux" and "X64". */
+  os: string;
+  arch: string;
+}
+
+/** What a driver can do; the same for every environment it makes. */
+export interface DriverCapabilities {
+  supportsServiceContainers: boolean;
+  managesOwnNetworking: boolean;
+  supportsDockerActions: boolean;
+  supportsLocalCopy: boolean;
+  /**
+   * The one layout that holds for every environment, which plugin.v1 needs;
+   * undefined when the driver can only report layouts per environment.
+   */
+  globalLayout?: Layout;
+  /** Why there is no global layout, said to a v1 runner that asks. */
+  globalLayoutUnavailableReason?: string;
+}
+
+export interface ServiceSpec {
+  name: string;
+  image: string;
+  env: Record<string, string>;
+  ports: string[];
+}
+
+/** A Create request, whatever generation it came in. */
+export interface EnvironmentSpec {
+  image: string;
+  name: string;
+  /** Environment for every command, KEY=VALUE already split. */
+  env: Record<string, string>;
+  workingDir: string;
+  capAdd: string[];
+  capDrop: string[];
+  services: ServiceSpec[];
+  backendOptions: Record<string, string>;
+  forcePull: boolean;
+  platform: string;
+  labelArg: string;
+  /** Upper bound on the environment's life in milliseconds, if the runner set one. */
+  timeoutMs?: number;
+}
+
+/** What the core knows of one environment, handed back to its driver on every call. */
+export interface EnvironmentRef {
+  id: string;
+  /** The driver's own state for this environment (paths, container ids, pod name). */
+  state: unknown;
+}
+
+export interface CreatedEnvironment {
+  /** Driver state kept by the core and passed back in every EnvironmentRef. */
+  state: unknown;
+  layout: Layout;
+}
+
+export interface ExecSpec {
+  command: string[];
+  env: Record<string, string>;
+  /** Empty: the environment's default user. */
+  user: string;
+  /** Empty: the environment's default working directory. */
+  workdir: string;
+}
+
+/**
+ * How a command ended. `exited` means it ran (the code may come from a
+ * signal, as 128+n); `failed` means it could not be run at all.
+ */
+export type ExecResult =
+  | { kind: "exited"; exitCode: number; message?: string }
+  | { kind: "failed"; message: string };
+
+/** Where a command's output goes; writes apply backpressure to the command. */
+export interface ExecSinks {
+  stdout: Writable;
+  stderr: Writable;
+}
+
+export interface DriverContext {
+  logger: Logger;
+}
+
+/**
+ * What every backend driver implements. The core validates requests, parses
+ * env files, checks tar entries and maps errors before a driver sees
+ * anything; drivers throw BerthError for failures a person can act on.
+ */
+export interface Driver {
+  /** Connect to the backend and check it can be used; throws a BerthError saying why not. */
+  provision(): Promise<void>;
+  capabilities(): DriverCapabilities;
+  create(id: string, spec: EnvironmentSpec, signal: AbortSignal): Promise<CreatedEnvironment>;
+  /** Boot the environment; `progress` lines reach v1alpha runners as they happen. */
+  start(
+    env: EnvironmentRef,
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<{ imageEnv: Record<string, string> }>;
+  /** Run a command; aborting `signal` kills its whole process tree, the environment stays. */
+  exec(env: EnvironmentRef, spec: ExecSpec, sinks: ExecSinks, signal: AbortSignal): Promise<ExecResult>;
+  /** Extract an already checked tar stream under destPath, creating it if missing. */
+  copyIn(env: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void>;
+  /** A tar stream of srcPath whose top-level entry is its base name; NOT_FOUND if missing. */
+  copyOut(env: EnvironmentRef, srcPath: string, signal: AbortSignal): Promise<Readable>;
+  /** Copy a directory of the machine berth runs on into the environment (plugin.v1 CopyLocal). */
+  copyLocal?(env: EnvironmentRef, srcPath: string, destPath: string, signal: AbortSignal): Promise<void>;
+  /** A file's content up to maxBytes, or undefined if it does not exist. */
+  readFile(env: EnvironmentRef, path: string, maxBytes: number, signal: AbortSignal): Promise<Buffer | undefined>;
+  /** Throws if the environment is gone; returns how long to wait before asking again. */
+  health(env: EnvironmentRef): Promise<{ waitMs: number }>;
+  /** Remove everything of the environment; safe on half-created ones and twice. */
+  remove(env: EnvironmentRef): Promise<void>;
+  /** Release connections and timers; works even if provision failed half-way. */
+  cleanup(): Promise<void>;
+}
+
+/** Builds a driver from its options (already `key=value` strings or config values). */
+export interface DriverFactory<Options = unknown> {
+  name: string;
+  description: string;
+  /** Validate raw options; throws a BerthError(INVALID_ARGUMENT) naming the bad key. */
+  parseOptions(raw: Record<string, unknown>): Options;
+  create(options: Options, context: DriverContext): Driver;
+}

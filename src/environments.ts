@@ -1,0 +1,317 @@
+import { randomBytes } from "node:crypto";
+import { posix } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { finished } from "node:stream/promises";
+import type { Logger } from "pino";
+import type {
+  Driver,
+  DriverCapabilities,
+  EnvironmentRef,
+  EnvironmentSpec,
+  ExecResult,
+  ExecSpec,
+  Layout,
+} from "./driver.js";
+import { parseEnvFile, maxEnvFileBytes } from "./env-file.js";
+import { BerthError, Status, invalidArgument, notFound } from "./errors.js";
+import { EventChannel } from "./event-channel.js";
+import { checkedTar } from "./tar-safety.js";
+
+/** A named driver instance: what a listener serves. */
+export interface Backend {
+  name: string;
+  driver: Driver;
+}
+
+/** One piece of Exec output, or how the command ended. */
+export type ExecEvent =
+  | { type: "output"; stream: "stdout" | "stderr"; data: Buffer }
+  | { type: "result"; result: ExecResult };
+
+/** A line of Start progress, or the image's env once the environment runs. */
+export type StartEvent = { type: "progress"; line: string } | { type: "started"; imageEnv: Record<string, string> };
+
+/** One message of a CopyIn stream, whatever generation it came in. */
+export interface CopyInPart {
+  environmentId?: string;
+  destPath?: string;
+  data: Uint8Array;
+}
+
+/** CopyOut messages carry at most this much (the runners send CopyIn in 256 KiB chunks too). */
+export const copyChunkBytes = 256 * 1024;
+
+interface Environment {
+  ref: EnvironmentRef;
+  backend: Backend;
+  /** Tail of the per-environment queue: every operation waits for the one before. */
+  tail: Promise<void>;
+  /** Operations in flight, aborted when Remove arrives. */
+  inFlight: Set<AbortController>;
+  deadline?: NodeJS.Timeout;
+}
+
+/**
+ * The protocol-agnostic core: both protocol adapters call this, and it routes
+ * each environment id to the backend that created it, serialises work per
+ * environment, and holds what is common to every driver (request checks,
+ * env-file parsing, tar safety).
+ */
+export class EnvironmentService {
+  private readonly environments = new Map<string, Environment>();
+
+  constructor(private readonly logger: Logger) {}
+
+  capabilities(backend: Backend): DriverCapabilities {
+    return backend.driver.capabilities();
+  }
+
+  async create(backend: Backend, spec: EnvironmentSpec, signal: AbortSignal): Promise<{ id: string; layout: Layout }> {
+    const id = `berth-${randomBytes(8).toString("hex")}`;
+    const log = this.logger.child({ environmentId: id, backend: backend.name });
+    let created;
+    try {
+      created = await backend.driver.create(id, spec, signal);
+    } catch (err) {
+      // A half-created environment must not leak: let the driver clean up what it made.
+      await backend.driver.remove({ id, state: undefined }).catch((cleanupErr: unknown) => {
+        log.warn({ err: cleanupErr }, "cleanup after a failed create failed");
+      });
+      throw err;
+    }
+    const env: Environment = {
+      ref: { id, state: created.state },
+      backend,
+      tail: Promise.resolve(),
+      inFlight: new Set(),
+    };
+    this.environments.set(id, env);
+    if (spec.timeoutMs !== undefined && spec.timeoutMs > 0) {
+      env.deadline = setTimeout(() => {
+        log.warn({ timeoutMs: spec.timeoutMs }, "environment reached its environment_timeout; removing it");
+        this.remove(id).catch((err: unknown) => log.error({ err }, "removing a timed-out environment failed"));
+      }, spec.timeoutMs);
+      env.deadline.unref();
+    }
+    log.info({ image: spec.image }, "environment created");
+    return { id, layout: created.layout };
+  }
+
+  /** Boots the environment, yielding progress lines as they come and then the image's env. */
+  start(id: string, signal: AbortSignal): AsyncGenerator<StartEvent> {
+    return this.streaming<StartEvent>(id, signal, async (env, opSignal, events) => {
+      const progress = (line: string) => events.push({ type: "progress", line });
+      const { imageEnv } = await env.backend.driver.start(env.ref, progress, opSignal);
+      events.push({ type: "started", imageEnv });
+    });
+  }
+
+  /**
+   * Runs a command and yields its output as it comes, then its result. The
+   * command is held back while the consumer is slow (one chunk per stream in
+   * flight), so output of any size streams in bounded memory.
+   */
+  exec(id: string, spec: ExecSpec, signal: AbortSignal): AsyncGenerator<ExecEvent> {
+    if (spec.command.length === 0 || spec.command[0] === "") {
+      throw invalidArgument('command is empty: Exec needs at least the program to run, e.g. ["sh", "-c", "…"]');
+    }
+    return this.streaming<ExecEvent>(id, signal, async (env, opSignal, events) => {
+      const sink = (stream: "stdout" | "stderr") =>
+        new Writable({
+          highWaterMark: 64 * 1024,
+          write(data: Buffer, _encoding, callback) {
+            events.push({ type: "output", stream, data }, () => callback());
+          },
+        });
+      const sinks = { stdout: sink("stdout"), stderr: sink("stderr") };
+      const result = await env.backend.driver.exec(env.ref, spec, sinks, opSignal);
+      // Output the driver wrote before it returned is delivered before the result.
+      await Promise.all(
+        [sinks.stdout, sinks.stderr].map((s) => {
+          if (!s.writableEnded) s.end();
+          return finished(s);
+        }),
+      );
+      events.push({ type: "result", result });
+    });
+  }
+
+  async copyIn(parts: AsyncIterable<CopyInPart>, signal: AbortSignal, onEnvironment?: (id: string) => void): Promise<void> {
+    const iterator = parts[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    if (first.done) throw invalidArgument("CopyIn stream was empty: the first message must carry environment_id and dest_path");
+    const { environmentId, destPath } = first.value;
+    if (!environmentId) throw invalidArgument("the first CopyIn message must set environment_id");
+    onEnvironment?.(environmentId);
+    const dest = absolutePath(destPath ?? "", "dest_path");
+    async function* tarBytes(): AsyncGenerator<Uint8Array> {
+      if (first.value && first.value.data.length > 0) yield first.value.data;
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+        if (next.value.environmentId !== undefined || next.value.destPath !== undefined) {
+          throw invalidArgument(
+            "a CopyIn message after the first set environment_id or dest_path; only the first message may, later ones carry just data",
+          );
+        }
+        yield next.value.data;
+      }
+    }
+    await this.exclusive(environmentId, signal, async (env, opSignal) => {
+      const checked = checkedTar(Readable.from(tarBytes(), { objectMode: false }));
+      let refusal: unknown;
+      checked.on("error", (err) => (refusal ??= err));
+      try {
+        await env.backend.driver.copyIn(env.ref, dest, checked, opSignal);
+      } catch (err) {
+        // The checker's own verdict names the bad entry; prefer it to the driver's echo of it.
+        throw refusal instanceof BerthError ? refusal : err;
+      }
+      if (refusal !== undefined) throw refusal;
+    });
+  }
+
+  /** The tar stream of a path, in chunks of at most copyChunkBytes. */
+  copyOut(id: string, srcPath: string, signal: AbortSignal): AsyncGenerator<Buffer> {
+    const src = absolutePath(srcPath, "src_path");
+    return this.streaming<Buffer>(id, signal, async (env, opSignal, chunks) => {
+      const tar = await env.backend.driver.copyOut(env.ref, src, opSignal);
+      try {
+        for await (const chunk of tar as AsyncIterable<Buffer>) {
+          for (let offset = 0; offset < chunk.length; offset += copyChunkBytes) {
+            await chunks.pushAndWait(chunk.subarray(offset, offset + copyChunkBytes));
+            opSignal.throwIfAborted();
+          }
+        }
+      } finally {
+        tar.destroy();
+      }
+    });
+  }
+
+  async copyLocal(id: string, srcPath: string, destPath: string, signal: AbortSignal): Promise<void> {
+    const src = absolutePath(srcPath, "src_path");
+    const dest = absolutePath(destPath, "dest_path");
+    await this.exclusive(id, signal, (env, opSignal) => {
+      const { driver } = env.backend;
+      if (!driver.copyLocal || !driver.capabilities().supportsLocalCopy) {
+        throw new BerthError(
+          Status.FAILED_PRECONDITION,
+          `backend ${env.backend.name} does not support CopyLocal (supports_local_copy is false); use CopyIn`,
+        );
+      }
+      return driver.copyLocal(env.ref, src, dest, opSignal);
+    });
+  }
+
+  /** plugin.v1 UpdateEnv: current_env plus the variables of a GITHUB_ENV-format file. */
+  async updateEnv(
+    id: string,
+    srcPath: string,
+    currentEnv: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<Record<string, string>> {
+    const src = absolutePath(srcPath, "src_path");
+    const content = await this.exclusive(id, signal, (env, opSignal) =>
+      env.backend.driver.readFile(env.ref, src, maxEnvFileBytes + 1, opSignal),
+    );
+    if (content === undefined) return currentEnv;
+    if (content.length > maxEnvFileBytes) {
+      throw new BerthError(
+        Status.RESOURCE_EXHAUSTED,
+        `env file ${src} is larger than ${maxEnvFileBytes} bytes; write less to GITHUB_ENV (large values belong in files)`,
+      );
+    }
+    return { ...currentEnv, ...parseEnvFile(content.toString("utf8")) };
+  }
+
+  async health(id: string, signal: AbortSignal): Promise<{ waitMs: number }> {
+    return this.exclusive(id, signal, (env) => env.backend.driver.health(env.ref));
+  }
+
+  /** Removes an environment; unknown ids succeed, so Remove is idempotent. */
+  async remove(id: string): Promise<void> {
+    const env = this.environments.get(id);
+    if (!env) return;
+    // The runner may Remove right after cancelling a stream: stop what still runs, then wait for it.
+    for (const controller of env.inFlight) controller.abort(new BerthError(Status.ABORTED, "the environment is being removed"));
+    await this.exclusive(id, AbortSignal.timeout(2 ** 31 - 1), async () => {
+      if (this.environments.get(id) !== env) return;
+      clearTimeout(env.deadline);
+      await env.backend.driver.remove(env.ref);
+      this.environments.delete(id);
+      this.logger.info({ environmentId: id, backend: env.backend.name }, "environment removed");
+    });
+  }
+
+  /** Ids of the environments that exist now, by backend name. */
+  list(): { id: string; backend: string }[] {
+    return [...this.environments.values()].map((env) => ({ id: env.ref.id, backend: env.backend.name }));
+  }
+
+  private lookup(id: string): Environment {
+    if (!id) throw invalidArgument("environment_id is empty; pass the id Create returned");
+    const env = this.environments.get(id);
+    if (!env) {
+      throw notFound(`environment ${id} not found: it was removed, never created here, or berth restarted since`);
+    }
+    return env;
+  }
+
+  /**
+   * Runs a streaming operation under the environment's queue and yields what
+   * it pushes. If the consumer stops early (the call was cancelled), the
+   * operation is aborted and awaited, so nothing outlives the call.
+   */
+  private async *streaming<E>(
+    id: string,
+    signal: AbortSignal,
+    run: (env: Environment, signal: AbortSignal, events: EventChannel<E>) => Promise<void>,
+  ): AsyncGenerator<E> {
+    const events = new EventChannel<E>();
+    const consumerGone = new AbortController();
+    const running = this.exclusive(id, AbortSignal.any([signal, consumerGone.signal]), (env, opSignal) =>
+      run(env, opSignal, events),
+    ).then(
+      () => events.end(),
+      (err: unknown) => events.fail(err),
+    );
+    try {
+      yield* events;
+    } finally {
+      consumerGone.abort();
+      events.abandon();
+      await running;
+    }
+  }
+
+  /** Runs fn after every earlier operation on the environment, with a signal Remove can abort. */
+  private async exclusive<T>(
+    id: string,
+    signal: AbortSignal,
+    fn: (env: Environment, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const env = this.lookup(id);
+    const controller = new AbortController();
+    const opSignal = AbortSignal.any([signal, controller.signal]);
+    const previous = env.tail;
+    let release!: () => void;
+    env.tail = new Promise((resolve) => (release = resolve));
+    env.inFlight.add(controller);
+    try {
+      await previous;
+      opSignal.throwIfAborted();
+      if (this.environments.get(id) !== env) throw notFound(`environment ${id} was removed`);
+      return await fn(env, opSignal);
+    } finally {
+      env.inFlight.delete(controller);
+      release();
+    }
+  }
+}
+
+/** Checks an RPC path argument: absolute, normalised. */
+function absolutePath(path: string, field: string): string {
+  if (!path) throw invalidArgument(`${field} is empty; pass an absolute path inside the environment`);
+  if (!path.startsWith("/")) throw invalidArgument(`${field} "${path}" is not absolute; pass an absolute path inside the environment`);
+  if (path.includes("\0")) throw invalidArgument(`${field} contains a NUL byte`);
+  return posix.normalize(path);
+}

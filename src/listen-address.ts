@@ -1,0 +1,47 @@
+import { isIP } from "node:net";
+import { resolve } from "node:path";
+import { invalidArgument } from "./errors.js";
+
+export type ListenAddress =
+  | { kind: "unix"; path: string }
+  | { kind: "tcp"; host: string; port: number };
+
+/**
+ * Parses `unix:///abs/path`, `unix://./relative`, `unix:path` or
+ * `tcp://host:port` (IPv6 as `tcp://[::1]:port`).
+ */
+export function parseListenAddress(address: string): ListenAddress {
+  if (address.startsWith("unix:")) {
+    let path = address.slice("unix:".length);
+    if (path.startsWith("//")) path = path.slice(2);
+    if (!path) throw invalidArgument(`listen address "${address}" has no socket path; e.g. unix:///run/berth/berth.sock`);
+    return { kind: "unix", path: resolve(path) };
+  }
+  const tcp = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d+)$/.exec(address);
+  if (tcp) {
+    const host = tcp[1].replace(/^\[(.*)\]$/, "$1");
+    const port = Number(tcp[2]);
+    if (port > 65535) throw invalidArgument(`listen address "${address}" has port ${port}; ports go up to 65535`);
+    return { kind: "tcp", host, port };
+  }
+  throw invalidArgument(
+    `listen address "${address}" is not understood; use unix:///path/to.sock or tcp://host:port`,
+  );
+}
+
+/** The address as grpc-js binds it. */
+export function grpcAddress(address: ListenAddress): string {
+  if (address.kind === "unix") return `unix://${address.path}`;
+  return isIP(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+export function formatListenAddress(address: ListenAddress): string {
+  return address.kind === "unix" ? `unix://${address.path}` : `tcp://${grpcAddress(address)}`;
+}
+
+/** Loopback: the only place plain (--insecure) TCP may listen. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  return host === "::1";
+}
