@@ -1,0 +1,77 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+/** The compiled CLI, run exactly as a user runs it. */
+export const cliPath = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  /** Address of the first listener. */
+  address: string;
+  /** Scratch directory of this daemon (its socket lives here); removed by stop(). */
+  dir: string;
+  /** Everything the daemon logged so far (JSON lines). */
+  log: () => string;
+  /** Peak and current resident memory of the daemon process, in bytes. */
+  memory: () => Promise<{ peak: number; current: number }>;
+  /** SIGTERM, wait for exit; returns the exit code. */
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+/**
+ * Starts `berth serve` as a child process on a fresh unix socket and waits
+ * until it logs that it serves. Extra args go after `serve`.
+ */
+export async function startDaemon(args: string[] = [], options: { listen?: string[] } = {}): Promise<DaemonProcess> {
+  const dir = await mkdtemp(join(tmpdir(), "berth-test-"));
+  const listen = options.listen ?? [`unix://${join(dir, "berth.sock")}`];
+  const child = spawn(
+    process.execPath,
+    [cliPath, "serve", "--log-level", "debug", ...listen.flatMap((l) => ["--listen", l]), ...args],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BERTH_TEST_RUN: randomUUID() } },
+  );
+  let logText = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr! });
+    lines.on("line", (line) => {
+      logText += `${line}\n`;
+      const match = /"addresses":\["([^"]+)"/.exec(line);
+      if (match) resolve(match[1]);
+    });
+    void exited.then((code) => reject(new Error(`berth serve exited with ${code} before serving:\n${logText}`)));
+  });
+  child.stdout!.resume();
+  const address = await ready;
+  return {
+    child,
+    address,
+    dir,
+    log: () => logText,
+    async memory() {
+      const status = await readFile(`/proc/${child.pid}/status`, "utf8");
+      const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+      return { peak: kib("VmHWM"), current: kib("VmRSS") };
+    },
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const code = await exited;
+      await rm(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** Runs `berth serve` expecting it to fail at startup; returns its exit code and stderr. */
+export async function startDaemonExpectingFailure(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [cliPath, "serve", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  return { code, stderr };
+}
