@@ -29,7 +29,11 @@ function clientOptions(command: Command): Command {
     .option("--tls-ca <file>", "CA certificate that signed berth's server certificate (TCP)")
     .option("--tls-cert <file>", "client certificate, for mutual TLS")
     .option("--tls-key <file>", "client key, for mutual TLS")
-    .addOption(new Option("--protocol <generation>", "protocol generation to speak").choices(["v1", "v1alpha"]).default("v1alpha"));
+    .addOption(
+      new Option("--protocol <generation>", "protocol generation to speak")
+        .choices(["v1", "v1alpha"])
+        .default("v1alpha"),
+    );
 }
 
 interface ClientFlags {
@@ -48,21 +52,40 @@ function connectClient(flags: ClientFlags) {
 
 const program = new Command()
   .name("berth")
-  .description("Execution-environment backend for CI runners (Forgejo runner plugin protocols plugin.v1 and plugin.v1alpha).")
+  .description(
+    "Execution-environment backend for CI runners (Forgejo runner plugin protocols plugin.v1 and plugin.v1alpha).",
+  )
   .showHelpAfterError();
 
 program
   .command("serve")
-  .description("Run the daemon: serve both protocol generations on every listener and route jobs to one driver.")
+  .description(
+    "Run the daemon: serve both protocol generations on every listener and route jobs to one driver.",
+  )
   .option("--backend <driver>", `driver to run jobs with (${driverNames().join(", ")})`, "host")
-  .option("--backend-opt <key=value>", "driver option, as in the driver's config section (repeatable)", collect, [])
-  .option("--listen <addr>", `address to serve: unix:///path or tcp://host:port (repeatable; default ${defaultListen})`, collect, [])
+  .option(
+    "--backend-opt <key=value>",
+    "driver option, as in the driver's config section (repeatable)",
+    collect,
+    [],
+  )
+  .option(
+    "--listen <addr>",
+    `address to serve: unix:///path or tcp://host:port (repeatable; default ${defaultListen})`,
+    collect,
+    [],
+  )
   .option("--tls-cert <file>", "server certificate for TCP listeners")
   .option("--tls-key <file>", "server key for TCP listeners")
-  .option("--tls-client-ca <file>", "CA for client certificates: makes them mandatory and verified (mutual TLS)")
+  .option(
+    "--tls-client-ca <file>",
+    "CA for client certificates: makes them mandatory and verified (mutual TLS)",
+  )
   .option("--insecure", "allow plain TCP without TLS (loopback addresses only)", false)
   .addOption(
-    new Option("--log-level <level>", "log level").choices(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),
+    new Option("--log-level <level>", "log level")
+      .choices(["trace", "debug", "info", "warn", "error", "fatal"])
+      .default("info"),
   )
   .option("--shutdown-grace <seconds>", "how long in-flight calls may finish on SIGTERM/SIGINT", "10")
   .addHelpText(
@@ -73,48 +96,63 @@ Examples:
   berth serve --listen unix:///run/berth/berth.sock --backend host --backend-opt root=/var/lib/berth
   berth serve --listen tcp://0.0.0.0:7443 --tls-cert server.pem --tls-key server.key --tls-client-ca ca.pem`,
   )
-  .action(async (flags: {
-    backend: string;
-    backendOpt: string[];
-    listen: string[];
-    tlsCert?: string;
-    tlsKey?: string;
-    tlsClientCa?: string;
-    insecure: boolean;
-    logLevel: LogLevel;
-    shutdownGrace: string;
-  }) => {
-    const logger = createLogger(flags.logLevel);
-    const tls = flags.tlsCert && flags.tlsKey ? { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa } : undefined;
-    if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
-      throw new BerthError(3, "--tls-cert and --tls-key go together");
-    }
-    const config: DaemonConfig = {
-      backend: { name: flags.backend, driver: flags.backend, options: keyValues(flags.backendOpt, "--backend-opt") },
-      listeners: (flags.listen.length > 0 ? flags.listen : [defaultListen]).map((address) => ({
-        address,
-        tls,
-        insecure: flags.insecure,
-      })),
-      shutdownGraceMs: Number(flags.shutdownGrace) * 1000,
-    };
-    const daemon = createDaemon({ config, logger });
-    await daemon.start();
-    await new Promise<void>((resolve) => {
-      const shutdown = (signal: NodeJS.Signals) => {
-        logger.info({ signal }, "shutting down: no new calls, in-flight calls may finish");
-        process.removeAllListeners("SIGINT");
-        process.removeAllListeners("SIGTERM");
-        daemon.stop().then(resolve, (err: unknown) => {
-          logger.error({ err }, "shutdown failed");
-          resolve();
-        });
+  .action(
+    async (flags: {
+      backend: string;
+      backendOpt: string[];
+      listen: string[];
+      tlsCert?: string;
+      tlsKey?: string;
+      tlsClientCa?: string;
+      insecure: boolean;
+      logLevel: LogLevel;
+      shutdownGrace: string;
+    }) => {
+      const logger = createLogger(flags.logLevel);
+      const tls =
+        flags.tlsCert && flags.tlsKey
+          ? { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa }
+          : undefined;
+      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+        throw new BerthError(3, "--tls-cert and --tls-key go together");
+      }
+      const config: DaemonConfig = {
+        backend: {
+          name: flags.backend,
+          driver: flags.backend,
+          options: keyValues(flags.backendOpt, "--backend-opt"),
+        },
+        listeners: (flags.listen.length > 0 ? flags.listen : [defaultListen]).map((address) => ({
+          address,
+          tls,
+          insecure: flags.insecure,
+        })),
+        shutdownGraceMs: Number(flags.shutdownGrace) * 1000,
       };
-      process.once("SIGINT", shutdown);
-      process.once("SIGTERM", shutdown);
-    });
-    logger.info("stopped");
-  });
+      const daemon = createDaemon({ config, logger });
+      await daemon.start();
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const shutdown = (signal: NodeJS.Signals) => {
+          if (stopping) {
+            logger.warn({ signal }, "second signal: cancelling in-flight calls now");
+            daemon.cancelInFlight();
+            return;
+          }
+          stopping = true;
+          logger.info({ signal }, "shutting down: no new calls, in-flight calls may finish");
+          daemon.stop().then(resolve, (err: unknown) => {
+            logger.error({ err }, "shutdown failed");
+            process.exitCode = 1;
+            resolve();
+          });
+        };
+        process.on("SIGINT", shutdown);
+        process.on("SIGTERM", shutdown);
+      });
+      logger.info("stopped");
+    },
+  );
 
 clientOptions(
   program
@@ -134,45 +172,55 @@ clientOptions(
 clientOptions(
   program
     .command("run")
-    .description("Run one command in a fresh environment: create, start, exec (output streamed live), and always remove. Exits with the command's exit code.")
+    .description(
+      "Run one command in a fresh environment: create, start, exec (output streamed live), and always remove. Exits with the command's exit code.",
+    )
     .option("--image <image>", "image for the environment (ignored by the host driver)", "")
     .option("--opt <key=value>", "backend_options entry (repeatable)", collect, [])
     .option("--workdir <dir>", "working directory for the command")
     .option("-e, --env <key=value>", "environment variable for the command (repeatable)", collect, [])
     .argument("<command...>", "the program and its arguments")
-    .addHelpText("after", "\nExamples:\n  berth run -- echo hello\n  berth run --target unix:///run/berth/docker.sock --image alpine -- sh -c 'uname -a'"),
-).action(async (command: string[], flags: ClientFlags & { image: string; opt: string[]; workdir?: string; env: string[] }) => {
-  const { channel, client } = connectClient(flags);
-  const cancel = new AbortController();
-  const onSignal = () => cancel.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  let id: string | undefined;
-  try {
-    ({ id } = await client.create({ image: flags.image, backendOptions: keyValues(flags.opt, "--opt") }));
-    await client.start(id, (line) => process.stderr.write(`berth: ${line}\n`));
-    const outcome = await client.exec(id, command, {
-      env: keyValues(flags.env, "--env"),
-      workdir: flags.workdir,
-      signal: cancel.signal,
-      onOutput: (stream, data) => (stream === "stdout" ? process.stdout : process.stderr).write(data),
-    });
-    if (outcome.failed !== undefined || outcome.errorMessage) {
-      process.stderr.write(`berth: ${outcome.failed ?? outcome.errorMessage}\n`);
+    .addHelpText(
+      "after",
+      "\nExamples:\n  berth run -- echo hello\n  berth run --target unix:///run/berth/docker.sock --image alpine -- sh -c 'uname -a'",
+    ),
+).action(
+  async (
+    command: string[],
+    flags: ClientFlags & { image: string; opt: string[]; workdir?: string; env: string[] },
+  ) => {
+    const { channel, client } = connectClient(flags);
+    const cancel = new AbortController();
+    const onSignal = () => cancel.abort();
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    let id: string | undefined;
+    try {
+      ({ id } = await client.create({ image: flags.image, backendOptions: keyValues(flags.opt, "--opt") }));
+      await client.start(id, (line) => process.stderr.write(`berth: ${line}\n`));
+      const outcome = await client.exec(id, command, {
+        env: keyValues(flags.env, "--env"),
+        workdir: flags.workdir,
+        signal: cancel.signal,
+        onOutput: (stream, data) => (stream === "stdout" ? process.stdout : process.stderr).write(data),
+      });
+      if (outcome.failed !== undefined || outcome.errorMessage) {
+        process.stderr.write(`berth: ${outcome.failed ?? outcome.errorMessage}\n`);
+      }
+      process.exitCode = outcome.failed !== undefined ? 127 : (outcome.exitCode ?? 1);
+    } catch (err) {
+      if (cancel.signal.aborted) {
+        process.stderr.write("berth: cancelled\n");
+        process.exitCode = 130;
+      } else throw err;
+    } finally {
+      if (id !== undefined) await client.remove(id);
+      channel.close();
+      process.removeListener("SIGINT", onSignal);
+      process.removeListener("SIGTERM", onSignal);
     }
-    process.exitCode = outcome.failed !== undefined ? 127 : (outcome.exitCode ?? 1);
-  } catch (err) {
-    if (cancel.signal.aborted) {
-      process.stderr.write("berth: cancelled\n");
-      process.exitCode = 130;
-    } else throw err;
-  } finally {
-    if (id !== undefined) await client.remove(id);
-    channel.close();
-    process.removeListener("SIGINT", onSignal);
-    process.removeListener("SIGTERM", onSignal);
-  }
-});
+  },
+);
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`berth: ${messageOf(err)}\n`);

@@ -145,14 +145,21 @@ export function v1Client(channel: Channel): PluginClient & { raw: V1Client } {
     },
     async exec(id, command, options = {}) {
       const stream = raw.exec(
-        { environmentId: id, command, env: options.env ?? {}, user: options.user ?? "", workdir: options.workdir ?? "" },
+        {
+          environmentId: id,
+          command,
+          env: options.env ?? {},
+          user: options.user ?? "",
+          workdir: options.workdir ?? "",
+        },
         { signal: options.signal },
       );
       for await (const message of stream) {
         if (message.data.length > 0) {
           options.onOutput?.(message.stream === ExecOutput_Stream.STDERR ? "stderr" : "stdout", message.data);
         }
-        if (message.done) return { exitCode: message.exitCode, errorMessage: message.errorMessage || undefined };
+        if (message.done)
+          return { exitCode: message.exitCode, errorMessage: message.errorMessage || undefined };
       }
       throw new Error("the Exec stream ended without a done message");
     },
@@ -184,7 +191,9 @@ export function v1alphaClient(channel: Channel): PluginClient & { raw: V1alphaCl
         services: (options.services ?? []).map((s) => ({ env: {}, ports: [], ...s })),
         labelArg: options.labelArg ?? "",
         environmentTimeout:
-          timeoutMs === undefined ? undefined : { seconds: Math.floor(timeoutMs / 1000), nanos: (timeoutMs % 1000) * 1e6 },
+          timeoutMs === undefined
+            ? undefined
+            : { seconds: Math.floor(timeoutMs / 1000), nanos: (timeoutMs % 1000) * 1e6 },
       });
       return { id: response.environmentId, layout: response };
     },
@@ -198,13 +207,22 @@ export function v1alphaClient(channel: Channel): PluginClient & { raw: V1alphaCl
     },
     async exec(id, command, options = {}) {
       const stream = raw.exec(
-        { environmentId: id, command, env: options.env ?? {}, user: options.user, workdir: options.workdir ?? "" },
+        {
+          environmentId: id,
+          command,
+          env: options.env ?? {},
+          user: options.user,
+          workdir: options.workdir ?? "",
+        },
         { signal: options.signal },
       );
       for await (const message of stream) {
         const output = message.output;
         if (output?.$case === "data") {
-          options.onOutput?.(output.value.stream === DataChunk_Stream.STDERR ? "stderr" : "stdout", output.value.data);
+          options.onOutput?.(
+            output.value.stream === DataChunk_Stream.STDERR ? "stderr" : "stdout",
+            output.value.data,
+          );
         } else if (output?.$case === "execComplete") {
           return { exitCode: output.value.exitCode };
         } else if (output?.$case === "execFailed") {

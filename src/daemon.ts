@@ -20,7 +20,7 @@ import {
 } from "./listen-address.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
-import { rpcBoundary } from "./rpc-boundary.js";
+import { PluginCallTracker, rpcBoundary } from "./rpc-boundary.js";
 import { bindWithMode, claimSocketPath, releaseSocketPath } from "./unix-socket.js";
 
 export interface TlsFiles {
@@ -51,6 +51,8 @@ export interface Daemon {
   start(): Promise<void>;
   /** Stops accepting, lets in-flight calls finish up to the grace period, then cancels them. */
   stop(): Promise<void>;
+  /** Ends a running stop()'s grace period now: in-flight calls are cancelled. */
+  cancelInFlight(): void;
   /** The addresses bound, as `unix:///…` or `tcp://host:port` (the real port if 0 was asked). */
   readonly addresses: string[];
   readonly environments: EnvironmentService;
@@ -74,13 +76,17 @@ export function createDaemon({ config, logger }: { config: DaemonConfig; logger:
   const health = HealthState();
   health.setStatus("unhealthy");
   const servers: { server: Server; release: () => Promise<void> }[] = [];
+  const calls = new PluginCallTracker();
+  let endGrace: () => void = () => {};
   const addresses: string[] = [];
   let driver: Driver | undefined;
 
   async function listen(listener: ListenerConfig, backend: Backend): Promise<void> {
     const address = parseListenAddress(listener.address);
     const credentials = listenerCredentials(address, listener);
-    const server = createServer(serverOptions).use(rpcBoundary(logger.child({ listener: listener.address })));
+    const server = createServer(serverOptions).use(
+      rpcBoundary(logger.child({ listener: listener.address }), calls),
+    );
     server.add(V1Definition, createV1Service({ environments, backend }));
     server.add(V1alphaDefinition, createV1alphaService({ environments, backend }));
     server.add(HealthDefinition, HealthServiceImpl(health));
@@ -105,7 +111,9 @@ export function createDaemon({ config, logger }: { config: DaemonConfig; logger:
     async start() {
       const factory = findDriverFactory(config.backend.driver);
       const options = factory.parseOptions(config.backend.options);
-      driver = factory.create(options, { logger: logger.child({ driver: factory.name, backend: config.backend.name }) });
+      driver = factory.create(options, {
+        logger: logger.child({ driver: factory.name, backend: config.backend.name }),
+      });
       try {
         await driver.provision();
         const backend = { name: config.backend.name, driver };
@@ -115,28 +123,45 @@ export function createDaemon({ config, logger }: { config: DaemonConfig; logger:
         throw err instanceof BerthError ? err : failedPrecondition(messageOf(err));
       }
       health.setStatus("healthy");
-      logger.info({ addresses, backend: config.backend.name, driver: factory.name }, `berth serving on ${addresses.join(", ")}`);
+      logger.info(
+        { addresses, backend: config.backend.name, driver: factory.name },
+        `berth serving on ${addresses.join(", ")}`,
+      );
     },
     async stop() {
       health.setStatus("unhealthy");
-      await Promise.all(
-        servers.map(async ({ server }) => {
-          let timer: NodeJS.Timeout | undefined;
-          const graceOver = new Promise<"grace-over">((resolve) => {
-            timer = setTimeout(() => resolve("grace-over"), config.shutdownGraceMs);
-          });
-          const outcome = await Promise.race([server.shutdown(), graceOver]);
+      calls.draining = true;
+      const graceOver = new Promise<"grace-over">((resolve) => {
+        const timer = setTimeout(() => resolve("grace-over"), config.shutdownGraceMs);
+        endGrace = () => {
           clearTimeout(timer);
-          if (outcome === "grace-over") {
-            logger.warn({ graceMs: config.shutdownGraceMs }, "in-flight calls did not finish in the grace period; cancelling them");
-            server.forceShutdown();
-          }
-        }),
-      );
+          resolve("grace-over");
+        };
+      });
+      if ((await Promise.race([calls.idle(), graceOver])) === "grace-over") {
+        logger.warn(
+          { graceMs: config.shutdownGraceMs },
+          "in-flight calls did not finish in the grace period; cancelling them",
+        );
+      }
+      endGrace();
+      // Cancels what still runs (and health watches); cancelled calls stop their commands before we go on.
+      for (const { server } of servers) server.forceShutdown();
+      await Promise.race([calls.idle(), delay(cancelUnwindMs)]);
       for (const { release } of servers.splice(0)) await release();
       await driver?.cleanup();
     },
+    cancelInFlight() {
+      endGrace();
+    },
   };
+}
+
+/** How long cancelled calls get to unwind (kill their commands) before the driver is cleaned up. */
+const cancelUnwindMs = 10_000;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function listenerCredentials(address: ListenAddress, listener: ListenerConfig): ServerCredentials {

@@ -6,7 +6,11 @@ import { invalidArgument } from "./errors.js";
  * file (typed values) or from `--backend-opt KEY=VALUE` (strings), so schemas
  * coerce strings; errors name the driver, the option and what is expected.
  */
-export function parseDriverOptions<S extends z.ZodObject>(driver: string, schema: S, raw: Record<string, unknown>): z.infer<S> {
+export function parseDriverOptions<S extends z.ZodObject>(
+  driver: string,
+  schema: S,
+  raw: Record<string, unknown>,
+): z.infer<S> {
   const result = schema.strict().safeParse(raw);
   if (result.success) return result.data as z.infer<S>;
   const known = Object.keys(schema.shape).join(", ");
@@ -22,7 +26,13 @@ export function parseDriverOptions<S extends z.ZodObject>(driver: string, schema
 
 /** A list option: an array in the config file, or comma-separated on the command line. */
 export const listOption = z.preprocess(
-  (value) => (typeof value === "string" ? value.split(",").map((s) => s.trim()).filter(Boolean) : value),
+  (value) =>
+    typeof value === "string"
+      ? value
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : value,
   z.array(z.string()),
 );
 

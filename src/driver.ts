@@ -83,8 +83,7 @@ export interface ExecSpec {
  * signal, as 128+n); `failed` means it could not be run at all.
  */
 export type ExecResult =
-  | { kind: "exited"; exitCode: number; message?: string }
-  | { kind: "failed"; message: string };
+  { kind: "exited"; exitCode: number; message?: string } | { kind: "failed"; message: string };
 
 /** Where a command's output goes; writes apply backpressure to the command. */
 export interface ExecSinks {
@@ -121,7 +120,12 @@ export interface Driver {
   /** Copy a directory of the machine berth runs on into the environment (plugin.v1 CopyLocal). */
   copyLocal?(env: EnvironmentRef, srcPath: string, destPath: string, signal: AbortSignal): Promise<void>;
   /** A file's content up to maxBytes, or undefined if it does not exist. */
-  readFile(env: EnvironmentRef, path: string, maxBytes: number, signal: AbortSignal): Promise<Buffer | undefined>;
+  readFile(
+    env: EnvironmentRef,
+    path: string,
+    maxBytes: number,
+    signal: AbortSignal,
+  ): Promise<Buffer | undefined>;
   /** Throws if the environment is gone; returns how long to wait before asking again. */
   health(env: EnvironmentRef): Promise<{ waitMs: number }>;
   /** Remove everything of the environment; safe on half-created ones and twice. */

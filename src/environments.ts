@@ -25,11 +25,11 @@ export interface Backend {
 
 /** One piece of Exec output, or how the command ended. */
 export type ExecEvent =
-  | { type: "output"; stream: "stdout" | "stderr"; data: Buffer }
-  | { type: "result"; result: ExecResult };
+  { type: "output"; stream: "stdout" | "stderr"; data: Buffer } | { type: "result"; result: ExecResult };
 
 /** A line of Start progress, or the image's env once the environment runs. */
-export type StartEvent = { type: "progress"; line: string } | { type: "started"; imageEnv: Record<string, string> };
+export type StartEvent =
+  { type: "progress"; line: string } | { type: "started"; imageEnv: Record<string, string> };
 
 /** One message of a CopyIn stream, whatever generation it came in. */
 export interface CopyInPart {
@@ -66,7 +66,11 @@ export class EnvironmentService {
     return backend.driver.capabilities();
   }
 
-  async create(backend: Backend, spec: EnvironmentSpec, signal: AbortSignal): Promise<{ id: string; layout: Layout }> {
+  async create(
+    backend: Backend,
+    spec: EnvironmentSpec,
+    signal: AbortSignal,
+  ): Promise<{ id: string; layout: Layout }> {
     const id = `berth-${randomBytes(8).toString("hex")}`;
     const log = this.logger.child({ environmentId: id, backend: backend.name });
     let created;
@@ -89,7 +93,9 @@ export class EnvironmentService {
     if (spec.timeoutMs !== undefined && spec.timeoutMs > 0) {
       env.deadline = setTimeout(() => {
         log.warn({ timeoutMs: spec.timeoutMs }, "environment reached its environment_timeout; removing it");
-        this.remove(id).catch((err: unknown) => log.error({ err }, "removing a timed-out environment failed"));
+        this.remove(id).catch((err: unknown) =>
+          log.error({ err }, "removing a timed-out environment failed"),
+        );
       }, spec.timeoutMs);
       env.deadline.unref();
     }
@@ -113,7 +119,9 @@ export class EnvironmentService {
    */
   exec(id: string, spec: ExecSpec, signal: AbortSignal): AsyncGenerator<ExecEvent> {
     if (spec.command.length === 0 || spec.command[0] === "") {
-      throw invalidArgument('command is empty: Exec needs at least the program to run, e.g. ["sh", "-c", "…"]');
+      throw invalidArgument(
+        'command is empty: Exec needs at least the program to run, e.g. ["sh", "-c", "…"]',
+      );
     }
     return this.streaming<ExecEvent>(id, signal, async (env, opSignal, events) => {
       const sink = (stream: "stdout" | "stderr") =>
@@ -136,16 +144,24 @@ export class EnvironmentService {
     });
   }
 
-  async copyIn(parts: AsyncIterable<CopyInPart>, signal: AbortSignal, onEnvironment?: (id: string) => void): Promise<void> {
+  async copyIn(
+    parts: AsyncIterable<CopyInPart>,
+    signal: AbortSignal,
+    onEnvironment?: (id: string) => void,
+  ): Promise<void> {
     const iterator = parts[Symbol.asyncIterator]();
     const first = await iterator.next();
-    if (first.done) throw invalidArgument("CopyIn stream was empty: the first message must carry environment_id and dest_path");
-    const { environmentId, destPath } = first.value;
+    if (first.done)
+      throw invalidArgument(
+        "CopyIn stream was empty: the first message must carry environment_id and dest_path",
+      );
+    const firstPart: CopyInPart = first.value;
+    const { environmentId, destPath } = firstPart;
     if (!environmentId) throw invalidArgument("the first CopyIn message must set environment_id");
     onEnvironment?.(environmentId);
     const dest = absolutePath(destPath ?? "", "dest_path");
     async function* tarBytes(): AsyncGenerator<Uint8Array> {
-      if (first.value && first.value.data.length > 0) yield first.value.data;
+      if (firstPart.data.length > 0) yield firstPart.data;
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
         if (next.value.environmentId !== undefined || next.value.destPath !== undefined) {
           throw invalidArgument(
@@ -157,7 +173,7 @@ export class EnvironmentService {
     }
     await this.exclusive(environmentId, signal, async (env, opSignal) => {
       const checked = checkedTar(Readable.from(tarBytes(), { objectMode: false }));
-      let refusal: unknown;
+      let refusal: Error | undefined;
       checked.on("error", (err) => (refusal ??= err));
       try {
         await env.backend.driver.copyIn(env.ref, dest, checked, opSignal);
@@ -232,7 +248,8 @@ export class EnvironmentService {
     const env = this.environments.get(id);
     if (!env) return;
     // The runner may Remove right after cancelling a stream: stop what still runs, then wait for it.
-    for (const controller of env.inFlight) controller.abort(new BerthError(Status.ABORTED, "the environment is being removed"));
+    for (const controller of env.inFlight)
+      controller.abort(new BerthError(Status.ABORTED, "the environment is being removed"));
     await this.exclusive(id, AbortSignal.timeout(2 ** 31 - 1), async () => {
       if (this.environments.get(id) !== env) return;
       clearTimeout(env.deadline);
@@ -251,7 +268,9 @@ export class EnvironmentService {
     if (!id) throw invalidArgument("environment_id is empty; pass the id Create returned");
     const env = this.environments.get(id);
     if (!env) {
-      throw notFound(`environment ${id} not found: it was removed, never created here, or berth restarted since`);
+      throw notFound(
+        `environment ${id} not found: it was removed, never created here, or berth restarted since`,
+      );
     }
     return env;
   }
@@ -311,7 +330,8 @@ export class EnvironmentService {
 /** Checks an RPC path argument: absolute, normalised. */
 function absolutePath(path: string, field: string): string {
   if (!path) throw invalidArgument(`${field} is empty; pass an absolute path inside the environment`);
-  if (!path.startsWith("/")) throw invalidArgument(`${field} "${path}" is not absolute; pass an absolute path inside the environment`);
+  if (!path.startsWith("/"))
+    throw invalidArgument(`${field} "${path}" is not absolute; pass an absolute path inside the environment`);
   if (path.includes("\0")) throw invalidArgument(`${field} contains a NUL byte`);
   return posix.normalize(path);
 }

@@ -2,9 +2,7 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { invalidArgument } from "./errors.js";
 
-export type ListenAddress =
-  | { kind: "unix"; path: string }
-  | { kind: "tcp"; host: string; port: number };
+export type ListenAddress = { kind: "unix"; path: string } | { kind: "tcp"; host: string; port: number };
 
 /**
  * Parses `unix:///abs/path`, `unix://./relative`, `unix:path` or
@@ -14,14 +12,18 @@ export function parseListenAddress(address: string): ListenAddress {
   if (address.startsWith("unix:")) {
     let path = address.slice("unix:".length);
     if (path.startsWith("//")) path = path.slice(2);
-    if (!path) throw invalidArgument(`listen address "${address}" has no socket path; e.g. unix:///run/berth/berth.sock`);
+    if (!path)
+      throw invalidArgument(
+        `listen address "${address}" has no socket path; e.g. unix:///run/berth/berth.sock`,
+      );
     return { kind: "unix", path: resolve(path) };
   }
   const tcp = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d+)$/.exec(address);
   if (tcp) {
     const host = tcp[1].replace(/^\[(.*)\]$/, "$1");
     const port = Number(tcp[2]);
-    if (port > 65535) throw invalidArgument(`listen address "${address}" has port ${port}; ports go up to 65535`);
+    if (port > 65535)
+      throw invalidArgument(`listen address "${address}" has port ${port}; ports go up to 65535`);
     return { kind: "tcp", host, port };
   }
   throw invalidArgument(

@@ -8,8 +8,16 @@ import type { RpcContextExt, RpcInfo } from "./protocol/common.js";
  * message; an unexpected exception is a bug: logged with its stack, answered
  * INTERNAL without one. Every call gets one debug log line.
  */
-export function rpcBoundary(logger: Logger): ServerMiddleware<RpcContextExt> {
+export function rpcBoundary(logger: Logger, calls: PluginCallTracker): ServerMiddleware<RpcContextExt> {
   return async function* boundary(call, context) {
+    const tracked = call.method.path.startsWith("/plugin.");
+    if (tracked && calls.draining) {
+      throw new ServerError(
+        Status.UNAVAILABLE,
+        "berth is shutting down and takes no new calls; retry against its next start",
+      );
+    }
+    if (tracked) calls.enter();
     const rpc: RpcInfo = {};
     const log = logger.child({ rpc: call.method.path });
     const started = performance.now();
@@ -32,12 +40,44 @@ export function rpcBoundary(logger: Logger): ServerMiddleware<RpcContextExt> {
       }
       code = Status.INTERNAL;
       log.error({ environmentId: rpc.environmentId, err }, "unexpected error (a bug in berth)");
-      throw new ServerError(Status.INTERNAL, `internal error in berth during ${call.method.path}; its log has the details`);
+      throw new ServerError(
+        Status.INTERNAL,
+        `internal error in berth during ${call.method.path}; its log has the details`,
+      );
     } finally {
+      if (tracked) calls.leave();
       log.debug(
-        { environmentId: rpc.environmentId, code: Status[code], durationMs: Math.round(performance.now() - started) },
+        {
+          environmentId: rpc.environmentId,
+          code: Status[code],
+          durationMs: Math.round(performance.now() - started),
+        },
         "rpc",
       );
     }
   };
+}
+
+/**
+ * Counts plugin calls in flight, so shutdown can wait for them (and not for
+ * health watches or reflection streams, which never end by themselves).
+ */
+export class PluginCallTracker {
+  draining = false;
+  private count = 0;
+  private waiters: (() => void)[] = [];
+
+  enter(): void {
+    this.count++;
+  }
+
+  leave(): void {
+    this.count--;
+    if (this.count === 0) for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  /** Resolves once no plugin call is in flight. */
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
 }

@@ -18,7 +18,9 @@ export async function claimSocketPath(path: string): Promise<void> {
     throw failedPrecondition(`cannot check socket path ${path}: ${messageOf(err)}`);
   }
   if (stat.isSymbolicLink()) {
-    throw failedPrecondition(`socket path ${path} is a symlink; berth does not follow or remove it. Remove it or listen elsewhere`);
+    throw failedPrecondition(
+      `socket path ${path} is a symlink; berth does not follow or remove it. Remove it or listen elsewhere`,
+    );
   }
   if (!stat.isSocket()) {
     throw failedPrecondition(
@@ -47,7 +49,11 @@ function socketAnswers(path: string): Promise<boolean> {
  * so there is no moment when others could connect, then sets the mode
  * exactly. Returns the socket's inode, to remove only our own socket later.
  */
-export async function bindWithMode(path: string, mode: number, bind: () => Promise<unknown>): Promise<number> {
+export async function bindWithMode(
+  path: string,
+  mode: number,
+  bind: () => Promise<unknown>,
+): Promise<number> {
   const previous = process.umask(~mode & 0o777);
   try {
     await bind();

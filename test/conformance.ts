@@ -25,7 +25,11 @@ export interface ConformanceTarget {
 
 const MiB = 1024 * 1024;
 
-type Clients = { client: PluginClient; v1?: ReturnType<typeof v1Client>; v1alpha?: ReturnType<typeof v1alphaClient> };
+type Clients = {
+  client: PluginClient;
+  v1?: ReturnType<typeof v1Client>;
+  v1alpha?: ReturnType<typeof v1alphaClient>;
+};
 
 interface RunResult {
   exitCode?: number;
@@ -37,7 +41,12 @@ interface RunResult {
   order: string[];
 }
 
-async function run(client: PluginClient, id: string, command: string[], options: { env?: Record<string, string>; workdir?: string } = {}): Promise<RunResult> {
+async function run(
+  client: PluginClient,
+  id: string,
+  command: string[],
+  options: { env?: Record<string, string>; workdir?: string } = {},
+): Promise<RunResult> {
   let stdout = "";
   let stderr = "";
   const order: string[] = [];
@@ -146,7 +155,11 @@ export function conformanceSuite(target: ConformanceTarget): void {
         assert.equal((await run(client(), id, ["sh", "-c", "exit 0"])).exitCode, 0);
         assert.equal((await run(client(), id, ["sh", "-c", "exit 3"])).exitCode, 3);
         assert.equal((await run(client(), id, ["sh", "-c", "exit 255"])).exitCode, 255);
-        const result = await run(client(), id, ["sh", "-c", "echo out1; sleep 0.2; echo err1 >&2; sleep 0.2; echo out2"]);
+        const result = await run(client(), id, [
+          "sh",
+          "-c",
+          "echo out1; sleep 0.2; echo err1 >&2; sleep 0.2; echo out2",
+        ]);
         assert.equal(result.exitCode, 0);
         assert.equal(result.stdout, "out1\nout2\n");
         assert.equal(result.stderr, "err1\n");
@@ -155,7 +168,11 @@ export function conformanceSuite(target: ConformanceTarget): void {
 
       test("Exec passes env and workdir, and argv without a shell", async (t) => {
         const id = await environment(t);
-        await client().copyIn(id, `${rootPath}/sub dir`, once(await tarOf([{ name: "marker", content: "m" }])));
+        await client().copyIn(
+          id,
+          `${rootPath}/sub dir`,
+          once(await tarOf([{ name: "marker", content: "m" }])),
+        );
         const result = await run(client(), id, ["sh", "-c", 'printf "%s|" "$FOO" "$WITH_DASH_OK"; pwd'], {
           env: { FOO: "bar baz", WITH_DASH_OK: "x=y" },
           workdir: `${rootPath}/sub dir`,
@@ -167,8 +184,12 @@ export function conformanceSuite(target: ConformanceTarget): void {
 
       test("a script copied under act_path runs by its absolute path", async (t) => {
         const id = await environment(t);
-        const script = "#!/bin/sh\nset -e\necho \"script ran with $1\"\nexit 7\n";
-        await client().copyIn(id, `${actPath}/steps`, once(await tarOf([{ name: "step.sh", content: script, mode: 0o755 }])));
+        const script = '#!/bin/sh\nset -e\necho "script ran with $1"\nexit 7\n';
+        await client().copyIn(
+          id,
+          `${actPath}/steps`,
+          once(await tarOf([{ name: "step.sh", content: script, mode: 0o755 }])),
+        );
         const viaSh = await run(client(), id, ["sh", "-e", `${actPath}/steps/step.sh`, "sh"]);
         assert.equal(viaSh.stdout, "script ran with sh\n");
         assert.equal(viaSh.exitCode, 7);
@@ -201,10 +222,21 @@ export function conformanceSuite(target: ConformanceTarget): void {
           },
         });
         await assert.rejects(exec, { name: "AbortError" });
-        const countSleeps = ["sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "sleep 1001[.]137" || true'];
-        const gone = await eventually(async () => (await run(client(), id, countSleeps)).stdout.trim() === "0", 5000);
+        const countSleeps = [
+          "sh",
+          "-c",
+          'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "sleep 1001[.]137" || true',
+        ];
+        const gone = await eventually(
+          async () => (await run(client(), id, countSleeps)).stdout.trim() === "0",
+          5000,
+        );
         assert.ok(gone, "no sleep process is left 5 s after the cancel");
-        assert.equal((await run(client(), id, ["sh", "-c", "echo next"])).stdout, "next\n", "the next command runs");
+        assert.equal(
+          (await run(client(), id, ["sh", "-c", "echo next"])).stdout,
+          "next\n",
+          "the next command runs",
+        );
       });
 
       test(`a ${bigBytes / MiB} MiB output arrives whole, in bounded daemon memory`, async (t) => {
@@ -217,7 +249,10 @@ export function conformanceSuite(target: ConformanceTarget): void {
         assert.equal(outcome.exitCode, 0);
         assert.equal(received, bigBytes);
         const { peak } = await daemon.memory();
-        assert.ok(peak - before.current < 96 * MiB, `daemon memory grew by ${(peak - before.current) / MiB} MiB`);
+        assert.ok(
+          peak - before.current < 96 * MiB,
+          `daemon memory grew by ${(peak - before.current) / MiB} MiB`,
+        );
       });
 
       test(`a ${bigBytes / MiB} MiB CopyIn and CopyOut round trip keeps the content, in bounded daemon memory`, async (t) => {
@@ -231,7 +266,10 @@ export function conformanceSuite(target: ConformanceTarget): void {
           [["big.bin", bigBytes, await big.sha256]],
         );
         const { peak } = await daemon.memory();
-        assert.ok(peak - before.current < 96 * MiB, `daemon memory grew by ${(peak - before.current) / MiB} MiB`);
+        assert.ok(
+          peak - before.current < 96 * MiB,
+          `daemon memory grew by ${(peak - before.current) / MiB} MiB`,
+        );
       });
 
       test("CopyIn then CopyOut preserves the tree, modes and symlinks, named as docker cp names them", async (t) => {
@@ -248,10 +286,15 @@ export function conformanceSuite(target: ConformanceTarget): void {
         await client().copyIn(id, `${rootPath}/copy`, once(tar));
         const out = await readTar(client().copyOut(id, `${rootPath}/copy/tree`));
         const byName = new Map(out.map((e) => [e.name.replace(/\/$/, ""), e]));
-        assert.deepEqual(
-          [...byName.keys()].sort(),
-          ["tree", "tree/abs-link", "tree/link", "tree/run.sh", "tree/secret", "tree/sub", "tree/sub/data.txt"],
-        );
+        assert.deepEqual([...byName.keys()].sort(), [
+          "tree",
+          "tree/abs-link",
+          "tree/link",
+          "tree/run.sh",
+          "tree/secret",
+          "tree/sub",
+          "tree/sub/data.txt",
+        ]);
         assert.equal(byName.get("tree")?.mode, 0o750);
         assert.equal(byName.get("tree/run.sh")?.mode, 0o755);
         assert.equal(byName.get("tree/secret")?.mode, 0o600);
@@ -260,19 +303,39 @@ export function conformanceSuite(target: ConformanceTarget): void {
         assert.equal(byName.get("tree/link")?.linkname, "sub/data.txt");
         assert.equal(byName.get("tree/abs-link")?.linkname, "/usr/bin/env");
         const single = await readTar(client().copyOut(id, `${rootPath}/copy/tree/sub/data.txt`));
-        assert.deepEqual(single.map((e) => [e.name, e.text]), [["data.txt", "data"]]);
-        assert.equal((await run(client(), id, [`${rootPath}/copy/tree/run.sh`])).stdout, "hi\n", "the copied script is executable");
+        assert.deepEqual(
+          single.map((e) => [e.name, e.text]),
+          [["data.txt", "data"]],
+        );
+        assert.equal(
+          (await run(client(), id, [`${rootPath}/copy/tree/run.sh`])).stdout,
+          "hi\n",
+          "the copied script is executable",
+        );
       });
 
       test("CopyOut of a missing path is NOT_FOUND", async (t) => {
         const id = await environment(t);
-        await expectStatus(readTar(client().copyOut(id, `${rootPath}/no/such/file`)), Status.NOT_FOUND, /no\/such\/file/);
+        await expectStatus(
+          readTar(client().copyOut(id, `${rootPath}/no/such/file`)),
+          Status.NOT_FOUND,
+          /no\/such\/file/,
+        );
       });
 
       test("hostile tars are refused with INVALID_ARGUMENT and write nothing outside the destination", async (t) => {
         const id = await environment(t);
         const base = `${rootPath}/hostile`;
-        await client().copyIn(id, base, once(await tarOf([{ name: "secret", content: "keep" }, { name: "outside/", type: "directory" }])));
+        await client().copyIn(
+          id,
+          base,
+          once(
+            await tarOf([
+              { name: "secret", content: "keep" },
+              { name: "outside/", type: "directory" },
+            ]),
+          ),
+        );
         const hostile: [string, Parameters<typeof tarOf>[0]][] = [
           ["../x", [{ name: "../x", content: "bad" }]],
           ["/x", [{ name: "/x", content: "bad" }]],
@@ -287,11 +350,23 @@ export function conformanceSuite(target: ConformanceTarget): void {
           ["hardlink to a file outside", [{ name: "h", type: "link", linkname: "../secret" }]],
         ];
         for (const [label, entries] of hostile) {
-          await expectStatus(client().copyIn(id, `${base}/dest`, once(await tarOf(entries))), Status.INVALID_ARGUMENT, /refused|outside|escape/i);
-          const check = await run(client(), id, ["sh", "-c", `ls -A ${base}/outside; test ! -e ${base}/x && test ! -e /x && echo clean`]);
+          await expectStatus(
+            client().copyIn(id, `${base}/dest`, once(await tarOf(entries))),
+            Status.INVALID_ARGUMENT,
+            /refused|outside|escape/i,
+          );
+          const check = await run(client(), id, [
+            "sh",
+            "-c",
+            `ls -A ${base}/outside; test ! -e ${base}/x && test ! -e /x && echo clean`,
+          ]);
           assert.equal(check.stdout, "clean\n", `after ${label}: nothing written outside`);
         }
-        assert.equal((await run(client(), id, ["cat", `${base}/secret`])).stdout, "keep", "the daemon keeps serving");
+        assert.equal(
+          (await run(client(), id, ["cat", `${base}/secret`])).stdout,
+          "keep",
+          "the daemon keeps serving",
+        );
       });
 
       test("an env file with NAME=value lines and heredoc blocks is read as the runner reads it", async (t) => {
@@ -306,7 +381,11 @@ export function conformanceSuite(target: ConformanceTarget): void {
             currentEnv: { KEEP: "1", PLAIN: "old" },
           });
           assert.deepEqual(updatedEnv, { KEEP: "1", ...expected });
-          const missing = await clients.v1!.raw.updateEnv({ environmentId: id, srcPath: `${rootPath}/files/none`, currentEnv: { KEEP: "1" } });
+          const missing = await clients.v1!.raw.updateEnv({
+            environmentId: id,
+            srcPath: `${rootPath}/files/none`,
+            currentEnv: { KEEP: "1" },
+          });
           assert.deepEqual(missing.updatedEnv, { KEEP: "1" }, "a missing file leaves current_env as it is");
         } else {
           const [entry] = await readTar(client().copyOut(id, `${rootPath}/files/github_env`));
@@ -319,7 +398,10 @@ export function conformanceSuite(target: ConformanceTarget): void {
           const id = await environment(t);
           const healthy = await clients.v1!.raw.isHealthy({ environmentId: id });
           assert.equal(healthy.wait, undefined);
-          await expectStatus(clients.v1!.raw.isHealthy({ environmentId: "berth-0000000000000000" }), Status.NOT_FOUND);
+          await expectStatus(
+            clients.v1!.raw.isHealthy({ environmentId: "berth-0000000000000000" }),
+            Status.NOT_FOUND,
+          );
         });
       }
 

@@ -17,7 +17,15 @@ import type {
   ExecSpec,
   Layout,
 } from "../../src/driver.js";
-import { BerthError, Status, failedPrecondition, invalidArgument, messageOf, notFound, permissionDenied } from "../../src/errors.js";
+import {
+  BerthError,
+  Status,
+  failedPrecondition,
+  invalidArgument,
+  messageOf,
+  notFound,
+  permissionDenied,
+} from "../../src/errors.js";
 import { packTree } from "../../src/tar-pack.js";
 import { checkedTar } from "../../src/tar-safety.js";
 import { extractTar } from "./extract.js";
@@ -64,14 +72,18 @@ export class HostDriver implements Driver {
       await mkdir(this.envsDir, { recursive: true, mode: 0o700 });
       await mkdir(this.mountPoint, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw failedPrecondition(`driver host: provision: cannot create ${this.options.root}: ${messageOf(err)}`);
+      throw failedPrecondition(
+        `driver host: provision: cannot create ${this.options.root}: ${messageOf(err)}`,
+      );
     }
     if (this.options.isolation === "none") return;
     const problem = await this.probeBubblewrap();
     if (problem === undefined) {
       this.isolation = "bwrap";
     } else if (this.options.isolation === "bwrap") {
-      throw failedPrecondition(`driver host: provision: isolation=bwrap but bubblewrap does not work here: ${problem}`);
+      throw failedPrecondition(
+        `driver host: provision: isolation=bwrap but bubblewrap does not work here: ${problem}`,
+      );
     } else {
       this.logger.warn(
         { problem },
@@ -95,10 +107,14 @@ export class HostDriver implements Driver {
 
   async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
     if (spec.services.length > 0) {
-      throw invalidArgument("the host driver cannot run service containers (supports_service_containers is false)");
+      throw invalidArgument(
+        "the host driver cannot run service containers (supports_service_containers is false)",
+      );
     }
     if (spec.capAdd.length > 0 || spec.capDrop.length > 0) {
-      throw invalidArgument("the host driver cannot add or drop capabilities; leave cap_add and cap_drop empty");
+      throw invalidArgument(
+        "the host driver cannot add or drop capabilities; leave cap_add and cap_drop empty",
+      );
     }
     const unknown = Object.keys(spec.backendOptions);
     if (unknown.length > 0) {
@@ -113,7 +129,10 @@ export class HostDriver implements Driver {
     return { state, layout };
   }
 
-  async start(env: EnvironmentRef, progress: (line: string) => void): Promise<{ imageEnv: Record<string, string> }> {
+  async start(
+    env: EnvironmentRef,
+    progress: (line: string) => void,
+  ): Promise<{ imageEnv: Record<string, string> }> {
     const { dir } = this.state(env);
     await stat(dir).catch(() => {
       throw failedPrecondition(`environment directory ${dir} is gone`);
@@ -122,7 +141,12 @@ export class HostDriver implements Driver {
     return { imageEnv: { PATH: process.env.PATH ?? defaultPath } };
   }
 
-  async exec(ref: EnvironmentRef, spec: ExecSpec, sinks: ExecSinks, signal: AbortSignal): Promise<ExecResult> {
+  async exec(
+    ref: EnvironmentRef,
+    spec: ExecSpec,
+    sinks: ExecSinks,
+    signal: AbortSignal,
+  ): Promise<ExecResult> {
     const env = this.state(ref);
     if (spec.user && spec.user !== userInfo().username && spec.user !== String(process.getuid?.())) {
       return {
@@ -140,7 +164,8 @@ export class HostDriver implements Driver {
     const workdir = posix.resolve(env.workingDir, spec.workdir || ".");
     const realWorkdir = this.toReal(ref, workdir, "workdir");
     const workdirStat = await stat(realWorkdir).catch(() => undefined);
-    if (!workdirStat?.isDirectory()) return { kind: "failed", message: `working directory ${workdir} does not exist` };
+    if (!workdirStat?.isDirectory())
+      return { kind: "failed", message: `working directory ${workdir} does not exist` };
     const missing = await this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir);
     if (missing) return { kind: "failed", message: missing };
 
@@ -170,10 +195,12 @@ export class HostDriver implements Driver {
     child.stdout!.pipe(sinks.stdout, { end: false });
     child.stderr!.pipe(sinks.stderr, { end: false });
     const outputClosed = new Promise<void>((resolve) => child.once("close", () => resolve()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: Error }>((resolve) => {
-      child.once("exit", (code, exitSignal) => resolve({ code, signal: exitSignal }));
-      child.once("error", (error) => resolve({ error }));
-    });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: Error }>(
+      (resolve) => {
+        child.once("exit", (code, exitSignal) => resolve({ code, signal: exitSignal }));
+        child.once("error", (error) => resolve({ error }));
+      },
+    );
     let killTimer: NodeJS.Timeout | undefined;
     const kill = () => {
       if (child.pid === undefined) return;
@@ -191,7 +218,10 @@ export class HostDriver implements Driver {
         // The group may still hold survivors of SIGTERM: make sure they go too.
         await signalProcessTree(child.pid!, "SIGKILL");
       }
-      const drained = await Promise.race([outputClosed.then(() => true), delay(outputDrainMs).then(() => false)]);
+      const drained = await Promise.race([
+        outputClosed.then(() => true),
+        delay(outputDrainMs).then(() => false),
+      ]);
       if (!drained) this.keepLingering(id, child);
       if (signal.aborted) throw signal.reason;
       if (outcome.code !== null) return { kind: "exited", exitCode: outcome.code };
@@ -230,14 +260,20 @@ export class HostDriver implements Driver {
 
   async copyLocal(ref: EnvironmentRef, srcPath: string, destPath: string): Promise<void> {
     const src = await realpathOrNotFound(srcPath);
-    const roots = await Promise.all(this.options.allowedLocalRoots.map((root) => realpathOrNotFound(root).catch(() => root)));
+    const roots = await Promise.all(
+      this.options.allowedLocalRoots.map((root) => realpathOrNotFound(root).catch(() => root)),
+    );
     if (!roots.some((root) => isInside(root, src))) {
       throw permissionDenied(
         `CopyLocal from ${srcPath} is not allowed: it is outside the host driver's allowedLocalRoots (${this.options.allowedLocalRoots.join(", ") || "none"})`,
       );
     }
     // The contents of srcPath go into destPath, as `cp -a src/. dest` does.
-    await extractTar(checkedTar(packTree(src, ".")), this.toReal(ref, destPath, "dest_path"), this.state(ref).dir);
+    await extractTar(
+      checkedTar(packTree(src, ".")),
+      this.toReal(ref, destPath, "dest_path"),
+      this.state(ref).dir,
+    );
   }
 
   async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
@@ -262,7 +298,8 @@ export class HostDriver implements Driver {
   async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
     const { dir } = this.state(ref);
     const dirStat = await stat(dir).catch(() => undefined);
-    if (!dirStat?.isDirectory()) throw new BerthError(Status.FAILED_PRECONDITION, `environment directory ${dir} is gone`);
+    if (!dirStat?.isDirectory())
+      throw new BerthError(Status.FAILED_PRECONDITION, `environment directory ${dir} is gone`);
     return { waitMs: 0 };
   }
 
@@ -324,20 +361,32 @@ export class HostDriver implements Driver {
 
   private bwrapArgs(envDir: string, workdir: string): string[] {
     return [
-      "--dev-bind", "/", "/",
-      "--bind", envDir, this.mountPoint,
+      "--dev-bind",
+      "/",
+      "/",
+      "--bind",
+      envDir,
+      this.mountPoint,
       // Other environments' directories stay out of sight.
-      "--tmpfs", this.envsDir,
-      "--chdir", workdir,
+      "--tmpfs",
+      this.envsDir,
+      "--chdir",
+      workdir,
       "--die-with-parent",
     ];
   }
 
   /** Why the program cannot be run, or undefined if it can: checked up front so the runner gets a clear message. */
-  private async findProgram(ref: EnvironmentRef, program: string, path: string, workdir: string): Promise<string | undefined> {
+  private async findProgram(
+    ref: EnvironmentRef,
+    program: string,
+    path: string,
+    workdir: string,
+  ): Promise<string | undefined> {
     const { layout, dir } = this.state(ref);
     // Paths under the environment's root are mapped; others are the host's own (as commands see them).
-    const real = (p: string) => (isInside(layout.rootPath, p) ? toRealPath(layout.rootPath, dir, p, "command") : p);
+    const real = (p: string) =>
+      isInside(layout.rootPath, p) ? toRealPath(layout.rootPath, dir, p, "command") : p;
     const executable = async (p: string) => {
       try {
         await access(real(p), constants.X_OK);
@@ -369,7 +418,9 @@ export class HostDriver implements Driver {
       child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
       const outcome = await new Promise<string | undefined>((resolve) => {
         child.once("error", (err) => resolve(`cannot run bwrap: ${err.message}`));
-        child.once("close", (code) => resolve(code === 0 ? undefined : `bwrap exited ${code}: ${stderr.trim()}`));
+        child.once("close", (code) =>
+          resolve(code === 0 ? undefined : `bwrap exited ${code}: ${stderr.trim()}`),
+        );
       });
       return outcome;
     } finally {
@@ -391,7 +442,9 @@ function delay(ms: number): Promise<void> {
 }
 
 function runnerOs(): string {
-  return { linux: "Linux", darwin: "macOS", win32: "Windows" }[process.platform as string] ?? process.platform;
+  return (
+    { linux: "Linux", darwin: "macOS", win32: "Windows" }[process.platform as string] ?? process.platform
+  );
 }
 
 function runnerArch(): string {

@@ -61,7 +61,11 @@ export async function extractTar(tar: Readable, destDir: string, envDir: string)
       default: {
         await replaceable(target);
         // O_NOFOLLOW: never write through a symlink that appeared after the check.
-        const handle = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+        const handle = await open(
+          target,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          mode,
+        );
         await pipeline(body, createWriteStream("", { fd: handle }));
         await chmod(target, mode);
         if (header.mtime) await utimes(target, header.mtime, header.mtime);
@@ -89,6 +93,7 @@ export async function extractTar(tar: Readable, destDir: string, envDir: string)
 async function replaceable(target: string): Promise<void> {
   const existing = await lstat(target).catch(() => undefined);
   if (!existing) return;
-  if (existing.isDirectory()) throw invalidArgument(`cannot replace directory ${target} with a non-directory entry`);
+  if (existing.isDirectory())
+    throw invalidArgument(`cannot replace directory ${target} with a non-directory entry`);
   await unlink(target);
 }

@@ -32,7 +32,9 @@ export async function assertContained(envDir: string, realPath: string): Promise
     try {
       const resolved = await realpath(ancestor);
       if (!isInside(envReal, resolved)) {
-        throw permissionDenied(`${realPath} resolves through a symlink to ${resolved}, outside the environment`);
+        throw permissionDenied(
+          `${realPath} resolves through a symlink to ${resolved}, outside the environment`,
+        );
       }
       return;
     } catch (err) {

@@ -45,7 +45,8 @@ export function serviceSpecs(
 ): ServiceSpec[] {
   const seen = new Set<string>();
   return services.map((service) => {
-    if (!service.name) throw invalidArgument(`a service container has no name; every services entry needs one`);
+    if (!service.name)
+      throw invalidArgument(`a service container has no name; every services entry needs one`);
     if (seen.has(service.name)) throw invalidArgument(`service name "${service.name}" is used twice`);
     seen.add(service.name);
     return { name: service.name, image: service.image, env: { ...service.env }, ports: [...service.ports] };

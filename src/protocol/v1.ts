@@ -47,7 +47,12 @@ export function createV1Service({
         managesOwnNetworking: caps.managesOwnNetworking,
         supportsServiceContainers: caps.supportsServiceContainers,
         environmentCaseInsensitive: layout.environmentCaseInsensitive,
-        runnerContext: { os: layout.os, arch: layout.arch, temp: layout.tempPath, tool_cache: layout.toolCachePath },
+        runnerContext: {
+          os: layout.os,
+          arch: layout.arch,
+          temp: layout.tempPath,
+          tool_cache: layout.toolCachePath,
+        },
         supportsLocalCopy: caps.supportsLocalCopy,
         delegatesToDocker: false,
         protocolVersion,
@@ -83,17 +88,34 @@ export function createV1Service({
 
     async *exec(request, context): AsyncGenerator<ExecOutput> {
       const id = noteEnvironment(context, request.environmentId);
-      const spec = { command: request.command, env: request.env, user: request.user, workdir: request.workdir };
+      const spec = {
+        command: request.command,
+        env: request.env,
+        user: request.user,
+        workdir: request.workdir,
+      };
       for await (const event of environments.exec(id, spec, context.signal)) {
         if (event.type === "output") {
           const stream = event.stream === "stdout" ? ExecOutput_Stream.STDOUT : ExecOutput_Stream.STDERR;
           yield { stream, data: event.data, exitCode: 0, done: false, errorMessage: "" };
         } else if (event.result.kind === "exited") {
           const { exitCode, message = "" } = event.result;
-          yield { stream: ExecOutput_Stream.STDOUT, data: Buffer.alloc(0), exitCode, done: true, errorMessage: message };
+          yield {
+            stream: ExecOutput_Stream.STDOUT,
+            data: Buffer.alloc(0),
+            exitCode,
+            done: true,
+            errorMessage: message,
+          };
         } else {
           const errorMessage = event.result.message;
-          yield { stream: ExecOutput_Stream.STDERR, data: Buffer.alloc(0), exitCode: couldNotRunExitCode, done: true, errorMessage };
+          yield {
+            stream: ExecOutput_Stream.STDERR,
+            data: Buffer.alloc(0),
+            exitCode: couldNotRunExitCode,
+            done: true,
+            errorMessage,
+          };
         }
       }
     },
@@ -102,7 +124,11 @@ export function createV1Service({
       async function* parts() {
         for await (const chunk of requests) {
           // v1's fields are plain strings: empty means unset.
-          yield { environmentId: chunk.environmentId || undefined, destPath: chunk.destPath || undefined, data: chunk.data };
+          yield {
+            environmentId: chunk.environmentId || undefined,
+            destPath: chunk.destPath || undefined,
+            data: chunk.data,
+          };
         }
       }
       await environments.copyIn(parts(), context.signal, (id) => noteEnvironment(context, id));
@@ -122,7 +148,12 @@ export function createV1Service({
 
     async updateEnv(request, context) {
       const id = noteEnvironment(context, request.environmentId);
-      const updatedEnv = await environments.updateEnv(id, request.srcPath, request.currentEnv, context.signal);
+      const updatedEnv = await environments.updateEnv(
+        id,
+        request.srcPath,
+        request.currentEnv,
+        context.signal,
+      );
       return { updatedEnv };
     },
 
@@ -130,7 +161,8 @@ export function createV1Service({
       const id = noteEnvironment(context, request.environmentId);
       const { waitMs } = await environments.health(id, context.signal);
       return {
-        wait: waitMs > 0 ? { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1_000_000 } : undefined,
+        wait:
+          waitMs > 0 ? { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1_000_000 } : undefined,
       };
     },
 

@@ -6,7 +6,14 @@ import {
   type StartOutput,
 } from "../gen/plugin/v1alpha/plugin.js";
 import { invalidArgument } from "../errors.js";
-import { type AdapterDeps, type RpcContextExt, environmentSpec, noteEnvironment, resultNote, serviceSpecs } from "./common.js";
+import {
+  type AdapterDeps,
+  type RpcContextExt,
+  environmentSpec,
+  noteEnvironment,
+  resultNote,
+  serviceSpecs,
+} from "./common.js";
 
 /** plugin.v1alpha.BackendPlugin (Forgejo Runner 13.1+) as a thin adapter over the core. */
 export function createV1alphaService({
@@ -64,14 +71,20 @@ export function createV1alphaService({
 
     async *exec(request, context): AsyncGenerator<ExecOutput> {
       const id = noteEnvironment(context, request.environmentId);
-      const spec = { command: request.command, env: request.env, user: request.user ?? "", workdir: request.workdir };
+      const spec = {
+        command: request.command,
+        env: request.env,
+        user: request.user ?? "",
+        workdir: request.workdir,
+      };
       for await (const event of environments.exec(id, spec, context.signal)) {
         if (event.type === "output") {
           const stream = event.stream === "stdout" ? DataChunk_Stream.STDOUT : DataChunk_Stream.STDERR;
           yield { output: { $case: "data", value: { stream, data: event.data } } };
         } else if (event.result.kind === "exited") {
           const note = resultNote(event.result);
-          if (note) yield { output: { $case: "data", value: { stream: DataChunk_Stream.STDERR, data: note } } };
+          if (note)
+            yield { output: { $case: "data", value: { stream: DataChunk_Stream.STDERR, data: note } } };
           yield { output: { $case: "execComplete", value: { exitCode: event.result.exitCode } } };
         } else {
           yield { output: { $case: "execFailed", value: { errorMessage: event.result.message } } };

@@ -27,7 +27,10 @@ export interface DaemonProcess {
  * Starts `berth serve` as a child process on a fresh unix socket and waits
  * until it logs that it serves. Extra args go after `serve`.
  */
-export async function startDaemon(args: string[] = [], options: { listen?: string[] } = {}): Promise<DaemonProcess> {
+export async function startDaemon(
+  args: string[] = [],
+  options: { listen?: string[] } = {},
+): Promise<DaemonProcess> {
   const dir = await mkdtemp(join(tmpdir(), "berth-test-"));
   const listen = options.listen ?? [`unix://${join(dir, "berth.sock")}`];
   const child = spawn(
@@ -38,15 +41,17 @@ export async function startDaemon(args: string[] = [], options: { listen?: strin
   let logText = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const ready = new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: child.stderr! });
+    const lines = createInterface({ input: child.stderr });
     lines.on("line", (line) => {
       logText += `${line}\n`;
       const match = /"addresses":\["([^"]+)"/.exec(line);
       if (match) resolve(match[1]);
     });
-    void exited.then((code) => reject(new Error(`berth serve exited with ${code} before serving:\n${logText}`)));
+    void exited.then((code) =>
+      reject(new Error(`berth serve exited with ${code} before serving:\n${logText}`)),
+    );
   });
-  child.stdout!.resume();
+  child.stdout.resume();
   const address = await ready;
   return {
     child,
@@ -55,7 +60,8 @@ export async function startDaemon(args: string[] = [], options: { listen?: strin
     log: () => logText,
     async memory() {
       const status = await readFile(`/proc/${child.pid}/status`, "utf8");
-      const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+      const kib = (field: string) =>
+        Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
       return { peak: kib("VmHWM"), current: kib("VmRSS") };
     },
     async stop(signal = "SIGTERM") {
@@ -68,7 +74,9 @@ export async function startDaemon(args: string[] = [], options: { listen?: strin
 }
 
 /** Runs `berth serve` expecting it to fail at startup; returns its exit code and stderr. */
-export async function startDaemonExpectingFailure(args: string[]): Promise<{ code: number | null; stderr: string }> {
+export async function startDaemonExpectingFailure(
+  args: string[],
+): Promise<{ code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [cliPath, "serve", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));

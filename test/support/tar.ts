@@ -14,6 +14,12 @@ export interface TarEntrySpec {
 /** A small tar archive in memory (test fixtures only). */
 export async function tarOf(entries: TarEntrySpec[]): Promise<Buffer> {
   const archive = pack();
+  // Drain while adding: pack() holds entries back until its output is read.
+  const collected = (async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of archive as AsyncIterable<Buffer>) chunks.push(chunk);
+    return Buffer.concat(chunks);
+  })();
   for (const entry of entries) {
     const content = entry.content === undefined ? undefined : Buffer.from(entry.content);
     await new Promise<void>((resolve, reject) =>
@@ -31,9 +37,7 @@ export async function tarOf(entries: TarEntrySpec[]): Promise<Buffer> {
     );
   }
   archive.finalize();
-  const chunks: Buffer[] = [];
-  for await (const chunk of archive as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
+  return collected;
 }
 
 export async function* once(buffer: Buffer): AsyncGenerator<Buffer> {
@@ -44,12 +48,17 @@ export async function* once(buffer: Buffer): AsyncGenerator<Buffer> {
  * A tar stream holding one file of `size` bytes, generated as it is read
  * (never held in memory); `sha256` resolves to the file content's hash.
  */
-export function bigFileTar(name: string, size: number): { stream: AsyncIterable<Buffer>; sha256: Promise<string> } {
+export function bigFileTar(
+  name: string,
+  size: number,
+): { stream: AsyncIterable<Buffer>; sha256: Promise<string> } {
   const block = randomBytes(1024 * 1024);
   const hash = createHash("sha256");
   const archive = pack();
   const sha256 = new Promise<string>((resolve, reject) => {
-    const entry = archive.entry({ name, size, mode: 0o644 }, (err) => (err ? reject(err) : resolve(hash.digest("hex"))));
+    const entry = archive.entry({ name, size, mode: 0o644 }, (err) =>
+      err ? reject(err) : resolve(hash.digest("hex")),
+    );
     async function* content() {
       for (let sent = 0; sent < size; sent += block.length) {
         const piece = block.subarray(0, Math.min(block.length, size - sent));
@@ -57,9 +66,12 @@ export function bigFileTar(name: string, size: number): { stream: AsyncIterable<
         yield piece;
       }
     }
-    Readable.from(content()).pipe(entry as unknown as NodeJS.WritableStream);
+    Readable.from(content()).pipe(entry);
   });
-  void sha256.then(() => archive.finalize(), () => {});
+  void sha256.then(
+    () => archive.finalize(),
+    () => {},
+  );
   return { stream: archive as AsyncIterable<Buffer>, sha256 };
 }
 
