@@ -88,7 +88,7 @@ describe("host driver with bubblewrap", () => {
       );
       await assert.rejects(
         v1.raw.copyLocal({ environmentId: id, srcPath: "/etc", destPath: `${rootPath}/etc` }),
-        (err: { code: number; details: string }) =>
+        (err: { code: Status; details: string }) =>
           err.code === Status.PERMISSION_DENIED &&
           /outside the host driver's allowedLocalRoots/.test(err.details),
       );
@@ -102,11 +102,11 @@ describe("host driver with bubblewrap", () => {
     try {
       await assert.rejects(
         client.copyIn(id, "/etc", once(await tarOf([{ name: "x", content: "x" }]))),
-        (err: { code: number }) => err.code === Status.INVALID_ARGUMENT,
+        (err: { code: Status }) => err.code === Status.INVALID_ARGUMENT,
       );
       await assert.rejects(
         client.exec(id, ["true"], { workdir: "/" }),
-        (err: { code: number }) => err.code === Status.INVALID_ARGUMENT,
+        (err: { code: Status }) => err.code === Status.INVALID_ARGUMENT,
       );
     } finally {
       await client.remove(id);
@@ -191,7 +191,7 @@ describe("host driver without bubblewrap", () => {
       await client.remove(id);
       await assert.rejects(
         v1Client(channel).raw.capabilities({}),
-        (err: { code: number; details: string }) =>
+        (err: { code: Status; details: string }) =>
           err.code === Status.FAILED_PRECONDITION && /install bubblewrap/.test(err.details),
       );
     } finally {
