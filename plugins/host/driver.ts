@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
 import { access, lstat, mkdir, open, readdir, realpath, rm, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
@@ -34,6 +35,10 @@ import { assertContained, isInside, toRealPath } from "./paths.js";
 import { signalProcessTree } from "./process-tree.js";
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Set in every command's environment, so its processes can be found again (as the Actions runner's RUNNER_TRACKING_ID). */
+const environmentMarker = "BERTH_ENVIRONMENT_ID";
+const execMarker = "BERTH_EXEC_ID";
 
 /** How long a finished command's output pipes may stay open (held by a background process) before berth stops waiting. */
 const outputDrainMs = 1000;
@@ -160,6 +165,8 @@ export class HostDriver implements Driver {
       TMPDIR: env.layout.tempPath,
       ...env.env,
       ...spec.env,
+      [environmentMarker]: ref.id,
+      [execMarker]: randomUUID(),
     };
     const workdir = posix.resolve(env.workingDir, spec.workdir || ".");
     const realWorkdir = this.toReal(ref, workdir, "workdir");
@@ -182,13 +189,14 @@ export class HostDriver implements Driver {
             detached: true,
             stdio: ["ignore", "pipe", "pipe"],
           });
-    return this.superviseCommand(ref.id, child, sinks, signal);
+    return this.superviseCommand(ref.id, child, { name: execMarker, value: variables[execMarker] }, sinks, signal);
   }
 
   /** Streams a command's output, kills its tree when the call is cancelled, and reports how it ended. */
   private async superviseCommand(
     id: string,
     child: ChildProcess,
+    marker: { name: string; value: string },
     sinks: ExecSinks,
     signal: AbortSignal,
   ): Promise<ExecResult> {
@@ -205,8 +213,8 @@ export class HostDriver implements Driver {
     const kill = () => {
       if (child.pid === undefined) return;
       const pid = child.pid;
-      void signalProcessTree(pid, "SIGTERM");
-      killTimer = setTimeout(() => void signalProcessTree(pid, "SIGKILL"), this.options.killGraceMs);
+      void signalProcessTree(pid, marker, "SIGTERM");
+      killTimer = setTimeout(() => void signalProcessTree(pid, marker, "SIGKILL"), this.options.killGraceMs);
     };
     signal.addEventListener("abort", kill, { once: true });
     try {
@@ -216,7 +224,7 @@ export class HostDriver implements Driver {
       }
       if (signal.aborted) {
         // The group may still hold survivors of SIGTERM: make sure they go too.
-        await signalProcessTree(child.pid!, "SIGKILL");
+        await signalProcessTree(child.pid, marker, "SIGKILL");
       }
       const drained = await Promise.race([
         outputClosed.then(() => true),
@@ -304,8 +312,9 @@ export class HostDriver implements Driver {
   }
 
   async remove(ref: EnvironmentRef): Promise<void> {
+    // Whatever the environment's commands left running, wherever it went.
+    await signalProcessTree(undefined, { name: environmentMarker, value: ref.id }, "SIGKILL");
     for (const child of this.lingering.get(ref.id) ?? []) {
-      if (child.pid !== undefined) await signalProcessTree(child.pid, "SIGKILL");
       child.stdout?.destroy();
       child.stderr?.destroy();
     }

@@ -136,7 +136,12 @@ describe("host driver with bubblewrap", () => {
     const { id } = await client.create({});
     let removed = false;
     try {
-      const started = await stdoutOf(client, id, ["sh", "-c", "sleep 1002.731 & echo started"]);
+      // One holds the step's output open, one is a daemon that detached from everything.
+      const started = await stdoutOf(client, id, [
+        "sh",
+        "-c",
+        "sleep 1002.731 & setsid sh -c 'sleep 1002.731 & exit' </dev/null >/dev/null 2>&1; echo started",
+      ]);
       assert.equal(started.stdout, "started\n");
       const count = [
         "sh",
@@ -145,8 +150,8 @@ describe("host driver with bubblewrap", () => {
       ];
       assert.equal(
         (await stdoutOf(client, id, count)).stdout.trim(),
-        "1",
-        "the background process is still running",
+        "2",
+        "both background processes still run",
       );
       await client.remove(id);
       removed = true;

@@ -1,17 +1,26 @@
 import { readdir, readFile } from "node:fs/promises";
 
 /**
- * Signals a command's whole process tree: its process group, and every
- * descendant found through /proc (which catches children that started a
- * group or session of their own). Processes that both left the group and were
- * re-parented away (double-forked daemons) are out of reach: the README says so.
+ * Signals a command's whole process tree: its process group, every
+ * descendant found through /proc (children that started a group or session
+ * of their own), and every process carrying the marker variable in its
+ * environment (which also finds double-forked daemons that left the tree).
  */
-export async function signalProcessTree(pid: number, signal: NodeJS.Signals): Promise<void> {
-  const targets = new Set<number>([pid, ...(await descendantsOf(pid))]);
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // The group is already gone.
+export async function signalProcessTree(
+  pid: number | undefined,
+  marker: { name: string; value: string },
+  signal: NodeJS.Signals,
+): Promise<void> {
+  const processes = await listProcesses();
+  const targets = new Set<number>(await markedProcesses(processes, marker));
+  if (pid !== undefined) {
+    targets.add(pid);
+    for (const descendant of descendantsOf(processes, pid)) targets.add(descendant);
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // The group is already gone.
+    }
   }
   for (const target of targets) {
     try {
@@ -22,18 +31,26 @@ export async function signalProcessTree(pid: number, signal: NodeJS.Signals): Pr
   }
 }
 
-async function descendantsOf(root: number): Promise<number[]> {
-  const childrenOf = new Map<number, number[]>();
-  for (const entry of await readdir("/proc").catch(() => [])) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+interface ProcessEntry {
+  pid: number;
+  ppid: number;
+}
+
+async function listProcesses(): Promise<ProcessEntry[]> {
+  const entries: ProcessEntry[] = [];
+  for (const name of await readdir("/proc").catch(() => [])) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
     // Fields after the parenthesised command name: state, ppid, …
     const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (!Number.isFinite(ppid)) continue;
-    const siblings = childrenOf.get(ppid) ?? [];
-    siblings.push(Number(entry));
-    childrenOf.set(ppid, siblings);
+    if (Number.isFinite(ppid)) entries.push({ pid: Number(name), ppid });
   }
+  return entries;
+}
+
+function descendantsOf(processes: ProcessEntry[], root: number): number[] {
+  const childrenOf = new Map<number, number[]>();
+  for (const { pid, ppid } of processes) childrenOf.set(ppid, [...(childrenOf.get(ppid) ?? []), pid]);
   const found: number[] = [];
   const pending = [root];
   while (pending.length > 0) {
@@ -43,4 +60,14 @@ async function descendantsOf(root: number): Promise<number[]> {
     }
   }
   return found;
+}
+
+async function markedProcesses(processes: ProcessEntry[], marker: { name: string; value: string }): Promise<number[]> {
+  const needle = `${marker.name}=${marker.value}`;
+  const marked: number[] = [];
+  for (const { pid } of processes) {
+    const environ = await readFile(`/proc/${pid}/environ`, "utf8").catch(() => "");
+    if (environ.split("\0").includes(needle)) marked.push(pid);
+  }
+  return marked;
 }
