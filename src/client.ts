@@ -36,6 +36,8 @@ export function openChannel(target: string, tls?: ClientTls): Channel {
     "grpc.max_send_message_length": 32 * 1024 * 1024,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_permit_without_calls": 1,
+    // HTTP/2's default 64 KiB window stalls streamed output on round trips; runners (grpc-go) size theirs dynamically.
+    "grpc-node.flow_control_window": 16 * 1024 * 1024,
   });
 }
 

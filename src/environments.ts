@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { posix } from "node:path";
 import { Readable, Writable } from "node:stream";
-import { finished } from "node:stream/promises";
+import { finished, pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import type {
   Driver,
@@ -38,8 +38,12 @@ export interface CopyInPart {
   data: Uint8Array;
 }
 
-/** CopyOut messages carry at most this much (the runners send CopyIn in 256 KiB chunks too). */
-export const copyChunkBytes = 256 * 1024;
+/**
+ * Exec output and CopyOut messages carry at most this much. Output that piles
+ * up while a message is in flight goes out together, so a fast command is not
+ * slowed to one message per pipe read; runners accept up to 32 MiB.
+ */
+export const maxMessageBytes = 1024 * 1024;
 
 interface Environment {
   ref: EnvironmentRef;
@@ -125,12 +129,7 @@ export class EnvironmentService {
     }
     return this.streaming<ExecEvent>(id, signal, async (env, opSignal, events) => {
       const sink = (stream: "stdout" | "stderr") =>
-        new Writable({
-          highWaterMark: 64 * 1024,
-          write(data: Buffer, _encoding, callback) {
-            events.push({ type: "output", stream, data }, () => callback());
-          },
-        });
+        channelWritable(events, (data): ExecEvent => ({ type: "output", stream, data }));
       const sinks = { stdout: sink("stdout"), stderr: sink("stderr") };
       const result = await env.backend.driver.exec(env.ref, spec, sinks, opSignal);
       // Output the driver wrote before it returned is delivered before the result.
@@ -185,21 +184,16 @@ export class EnvironmentService {
     });
   }
 
-  /** The tar stream of a path, in chunks of at most copyChunkBytes. */
+  /** The tar stream of a path, in messages of at most maxMessageBytes. */
   copyOut(id: string, srcPath: string, signal: AbortSignal): AsyncGenerator<Buffer> {
     const src = absolutePath(srcPath, "src_path");
     return this.streaming<Buffer>(id, signal, async (env, opSignal, chunks) => {
       const tar = await env.backend.driver.copyOut(env.ref, src, opSignal);
-      try {
-        for await (const chunk of tar as AsyncIterable<Buffer>) {
-          for (let offset = 0; offset < chunk.length; offset += copyChunkBytes) {
-            await chunks.pushAndWait(chunk.subarray(offset, offset + copyChunkBytes));
-            opSignal.throwIfAborted();
-          }
-        }
-      } finally {
-        tar.destroy();
-      }
+      await pipeline(
+        tar,
+        channelWritable(chunks, (data) => data),
+        { signal: opSignal },
+      );
     });
   }
 
@@ -334,4 +328,28 @@ function absolutePath(path: string, field: string): string {
     throw invalidArgument(`${field} "${path}" is not absolute; pass an absolute path inside the environment`);
   if (path.includes("\0")) throw invalidArgument(`${field} contains a NUL byte`);
   return posix.normalize(path);
+}
+
+/**
+ * A Writable feeding a channel. Its write completes once the consumer has
+ * taken the data (backpressure); what is written meanwhile is buffered up to
+ * maxMessageBytes and sent as one message.
+ */
+function channelWritable<E>(events: EventChannel<E>, toEvent: (data: Buffer) => E): Writable {
+  const send = (data: Buffer, callback: () => void) => {
+    for (let offset = 0; offset < data.length; offset += maxMessageBytes) {
+      const last = offset + maxMessageBytes >= data.length;
+      events.push(toEvent(data.subarray(offset, offset + maxMessageBytes)), last ? callback : undefined);
+    }
+    if (data.length === 0) callback();
+  };
+  return new Writable({
+    highWaterMark: maxMessageBytes,
+    write(chunk: Buffer, _encoding, callback) {
+      send(chunk, () => callback());
+    },
+    writev(chunks, callback) {
+      send(Buffer.concat(chunks.map(({ chunk }) => chunk as Buffer)), () => callback());
+    },
+  });
 }
