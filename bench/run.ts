@@ -1,0 +1,423 @@
+/**
+ * berth benchmark: what the daemon costs compared with doing the same work
+ * directly on this machine, measured in one run. See bench/README.md.
+ *
+ *   npm run bench              # 1 GiB payloads
+ *   npm run bench -- --quick   # 256 MiB payloads (or BENCH_QUICK=1)
+ *
+ * Prints a table and writes bench/results.json. Nothing here asserts timing.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { openChannel, v1alphaClient } from "../src/client.js";
+import { packTree } from "../src/tar-pack.js";
+import { startDaemon } from "../test/support/daemon-process.js";
+
+const MiB = 1024 * 1024;
+const quick = process.argv.includes("--quick") || process.env.BENCH_QUICK === "1";
+const bigBytes = quick ? 256 * MiB : 1024 * MiB;
+const latencyWarmup = 20;
+const latencyIterations = 200;
+/** Throughput is the median of this many runs of each (berth and baseline alternate). */
+const throughputRuns = 3;
+const smallFileCount = 1000;
+
+/**
+ * `--log-level warn` is what we want (later flags win over startDaemon's
+ * `--log-level debug`), but startDaemon waits for the info-level "berth serving
+ * on" line, which warn suppresses, so it would never return. `info` drops the
+ * per-RPC debug lines just as warn does; what remains is a handful of lines
+ * per environment, none per call.
+ */
+const daemonArgs = ["--backend", "host", "--backend-opt", "isolation=bwrap", "--log-level", "info"];
+
+const resultsPath = fileURLToPath(new URL("../../bench/results.json", import.meta.url));
+
+// ---------------------------------------------------------------- helpers
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** MB/s with MB = 10^6 bytes. */
+function mbPerS(bytes: number, seconds: number): number {
+  return bytes / 1e6 / seconds;
+}
+
+const round = (value: number, digits = 2) => Number(value.toFixed(digits));
+const toMiB = (bytes: number) => round(bytes / MiB, 1);
+
+async function timed(fn: () => Promise<void>): Promise<number> {
+  const started = performance.now();
+  await fn();
+  return (performance.now() - started) / 1000;
+}
+
+/** Spawns a command directly; resolves when it has exited and its pipes are closed. */
+function runDirect(command: string, args: string[], onStdout?: (chunk: Buffer) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    if (onStdout) child.stdout.on("data", onStdout);
+    else child.stdout.resume();
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-2000)));
+    child.once("error", reject);
+    child.once("close", (code, signal) =>
+      code === 0
+        ? resolve()
+        : reject(new Error(`${command} ${args.join(" ")} failed (${code ?? signal}): ${stderr}`)),
+    );
+  });
+}
+
+const sync = () => runDirect("sync", []);
+
+/** The baseline for both copy directions: GNU tar packing into GNU tar extracting, through a pipe. */
+const tarPipe = (src: string, dst: string) =>
+  runDirect("bash", ["-c", 'set -o pipefail; tar -C "$1" -cf - . | tar -C "$2" -xf -', "bash", src, dst]);
+
+/** A directory of real files: one of `bigBytes` and `smallFileCount` small ones (0.5–8.5 KiB) in 10 subdirectories. */
+async function makeTree(dir: string): Promise<{ bytes: number; files: number }> {
+  const block = randomBytes(MiB);
+  const handle = await open(join(dir, "big.bin"), "w");
+  try {
+    for (let written = 0; written < bigBytes; written += block.length) {
+      await handle.write(block, 0, Math.min(block.length, bigBytes - written));
+    }
+  } finally {
+    await handle.close();
+  }
+  let bytes = bigBytes;
+  for (let i = 0; i < smallFileCount; i++) {
+    const sub = join(dir, "small", `d${i % 10}`);
+    if (i < 10) await mkdir(sub, { recursive: true });
+    const size = 512 + ((i * 7919) % 8192);
+    await writeFile(join(sub, `f${String(i).padStart(4, "0")}.txt`), block.subarray(i, i + size));
+    bytes += size;
+  }
+  return { bytes, files: smallFileCount + 1 };
+}
+
+/** Peak RSS of this (the benchmark) process. */
+async function ownPeakRss(): Promise<number> {
+  const status = await readFile("/proc/self/status", "utf8");
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+}
+
+/** CPU seconds used so far by a process (utime + stime; USER_HZ is 100 on Linux). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Times berth calls and adds up the CPU they cost in the daemon and in this (client) process. */
+function berthMeter(daemonPid: number) {
+  let daemonCpu = 0;
+  let clientCpu = 0;
+  let runs = 0;
+  return {
+    async time(fn: () => Promise<void>): Promise<number> {
+      const [daemonBefore, clientBefore] = [await cpuSeconds(daemonPid), await cpuSeconds(process.pid)];
+      const seconds = await timed(fn);
+      daemonCpu += (await cpuSeconds(daemonPid)) - daemonBefore;
+      clientCpu += (await cpuSeconds(process.pid)) - clientBefore;
+      runs++;
+      return seconds;
+    },
+    /** Average CPU seconds per call. */
+    cpu: () => ({ daemonS: round(daemonCpu / runs, 3), clientS: round(clientCpu / runs, 3) }),
+  };
+}
+
+// ---------------------------------------------------------------- run
+
+const cleanups: (() => Promise<unknown>)[] = [];
+async function cleanup(): Promise<void> {
+  while (cleanups.length > 0) {
+    await cleanups.pop()!().catch((err: unknown) => console.error("cleanup:", err));
+  }
+}
+process.once("SIGINT", () => {
+  console.error("interrupted; cleaning up");
+  void cleanup().finally(() => process.exit(130));
+});
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const loadAtStart = os.loadavg();
+  const tmp = await mkdtemp(join(os.tmpdir(), "berth-bench-"));
+  cleanups.push(() => rm(tmp, { recursive: true, force: true }));
+  const srcDir = join(tmp, "src");
+  await mkdir(srcDir);
+  console.error(`creating the tree (${toMiB(bigBytes)} MiB file + ${smallFileCount} small files) in ${tmp}`);
+  const tree = await makeTree(srcDir);
+
+  const daemon = await startDaemon(daemonArgs);
+  let daemonExit: number | null | undefined;
+  cleanups.push(async () => {
+    daemonExit = await daemon.stop();
+  });
+  const channel = openChannel(daemon.address);
+  cleanups.push(() => Promise.resolve(channel.close()));
+  const client = v1alphaClient(channel);
+  const { id, layout } = await client.create({});
+  cleanups.push(() => client.remove(id));
+  await client.start(id);
+  const rootPath = layout!.rootPath;
+
+  const berthExec = async (command: string[], onOutput?: (stream: string, data: Buffer) => void) => {
+    const outcome = await client.exec(id, command, { onOutput });
+    if (outcome.exitCode !== 0)
+      throw new Error(`${command.join(" ")} through berth: ${JSON.stringify(outcome)}`);
+  };
+
+  // ---- copy-in / copy-out (first, so the daemon's memory is measured on a fresh process)
+  console.error(`copy-in / copy-out: ${throughputRuns} runs each of berth and the tar pipe`);
+  const daemonPid = daemon.child.pid!;
+  const copyInMeter = berthMeter(daemonPid);
+  const copyOutMeter = berthMeter(daemonPid);
+  let peakReset = true;
+  try {
+    await writeFile(`/proc/${daemon.child.pid}/clear_refs`, "5"); // resets VmHWM to the current RSS
+  } catch {
+    peakReset = false;
+  }
+  const memoryBefore = await daemon.memory();
+  const copyIn: number[] = [];
+  const copyOut: number[] = [];
+  const pipe: number[] = [];
+  let copyOutTarBytes = 0;
+  for (let run = 0; run < throughputRuns; run++) {
+    const dst = join(tmp, `dst${run}`);
+    await mkdir(dst);
+    await sync();
+    pipe.push(await timed(() => tarPipe(srcDir, dst)));
+    await rm(dst, { recursive: true, force: true });
+
+    const dest = `${rootPath}/in${run}`;
+    await sync();
+    copyIn.push(await copyInMeter.time(() => client.copyIn(id, dest, packTree(srcDir, "tree"))));
+    let size = "";
+    await berthExec(["stat", "-c", "%s", `${dest}/tree/big.bin`], (_, data) => (size += data.toString()));
+    if (Number(size) !== bigBytes)
+      throw new Error(`copy-in left big.bin with ${size.trim()} bytes, not ${bigBytes}`);
+
+    await sync();
+    let received = 0;
+    copyOut.push(
+      await copyOutMeter.time(async () => {
+        for await (const chunk of client.copyOut(id, `${dest}/tree`)) received += chunk.length;
+      }),
+    );
+    if (received < tree.bytes)
+      throw new Error(`copy-out sent ${received} bytes, less than the tree's ${tree.bytes}`);
+    copyOutTarBytes = received;
+    await berthExec(["rm", "-rf", dest]);
+  }
+  const memoryAfter = await daemon.memory();
+
+  // ---- exec round-trip latency
+  console.error(`exec latency: ${latencyWarmup} warm-up + ${latencyIterations} iterations each, interleaved`);
+  const berthTrue = () => berthExec(["true"]);
+  const directTrue = () => runDirect("true", []);
+  for (let i = 0; i < latencyWarmup; i++) {
+    await berthTrue();
+    await directTrue();
+  }
+  const berthLatency: number[] = [];
+  const directLatency: number[] = [];
+  for (let i = 0; i < latencyIterations; i++) {
+    berthLatency.push((await timed(berthTrue)) * 1000);
+    directLatency.push((await timed(directTrue)) * 1000);
+  }
+  berthLatency.sort((a, b) => a - b);
+  directLatency.sort((a, b) => a - b);
+
+  // ---- exec output throughput
+  console.error(`exec output: ${throughputRuns} runs each of head -c ${bigBytes} /dev/zero`);
+  const outputMeter = berthMeter(daemonPid);
+  const headArgs = ["-c", String(bigBytes), "/dev/zero"];
+  const berthOutput: number[] = [];
+  const directOutput: number[] = [];
+  for (let run = 0; run < throughputRuns; run++) {
+    let received = 0;
+    berthOutput.push(
+      await outputMeter.time(() => berthExec(["head", ...headArgs], (_, data) => (received += data.length))),
+    );
+    if (received !== bigBytes)
+      throw new Error(`berth delivered ${received} bytes of output, not ${bigBytes}`);
+    received = 0;
+    directOutput.push(await timed(() => runDirect("head", headArgs, (chunk) => (received += chunk.length))));
+    if (received !== bigBytes) throw new Error(`head delivered ${received} bytes, not ${bigBytes}`);
+  }
+
+  // ---- tear down (remove, close, stop, delete) before reporting
+  await cleanup();
+  const daemonLog = daemon.log();
+
+  const latency = (sorted: number[]) => ({
+    p50Ms: round(percentile(sorted, 50), 3),
+    p99Ms: round(percentile(sorted, 99), 3),
+    meanMs: round(sorted.reduce((a, b) => a + b, 0) / sorted.length, 3),
+  });
+  const throughput = (bytes: number, seconds: number[]) => ({
+    mbPerS: round(mbPerS(bytes, median(seconds)), 1),
+    seconds: seconds.map((s) => round(s, 3)),
+  });
+  const results = {
+    execLatency: {
+      command: ["true"],
+      warmup: latencyWarmup,
+      iterations: latencyIterations,
+      berth: latency(berthLatency),
+      direct: latency(directLatency),
+    },
+    execThroughput: {
+      command: ["head", ...headArgs],
+      bytes: bigBytes,
+      runs: throughputRuns,
+      berth: { ...throughput(bigBytes, berthOutput), cpuPerRun: outputMeter.cpu() },
+      direct: throughput(bigBytes, directOutput),
+    },
+    copy: {
+      treeBytes: tree.bytes,
+      files: tree.files,
+      copyOutTarBytes,
+      runs: throughputRuns,
+      copyIn: { ...throughput(tree.bytes, copyIn), cpuPerRun: copyInMeter.cpu() },
+      copyOut: { ...throughput(tree.bytes, copyOut), cpuPerRun: copyOutMeter.cpu() },
+      tarPipe: throughput(tree.bytes, pipe),
+    },
+    daemonMemory: {
+      peakReset,
+      baselineRssMiB: toMiB(memoryBefore.current),
+      peakRssMiB: toMiB(memoryAfter.peak),
+      growthMiB: toMiB(memoryAfter.peak - memoryBefore.current),
+    },
+    benchProcessPeakRssMiB: toMiB(await ownPeakRss()),
+    daemonExitCode: daemonExit ?? null,
+    daemonDebugLines: daemonLog.split("\n").filter((line) => line.includes('"level":20')).length,
+  };
+  const ratios = {
+    execLatencyP50: round(results.execLatency.berth.p50Ms / results.execLatency.direct.p50Ms),
+    execLatencyP99: round(results.execLatency.berth.p99Ms / results.execLatency.direct.p99Ms),
+    execThroughput: round(results.execThroughput.berth.mbPerS / results.execThroughput.direct.mbPerS),
+    copyIn: round(results.copy.copyIn.mbPerS / results.copy.tarPipe.mbPerS),
+    copyOut: round(results.copy.copyOut.mbPerS / results.copy.tarPipe.mbPerS),
+  };
+  const report = {
+    measuredAt: new Date().toISOString(),
+    node: process.version,
+    machine: {
+      cpus: os.cpus().length,
+      memGiB: round(os.totalmem() / 1024 ** 3, 1),
+      cpuModel: os.cpus()[0]?.model,
+      kernel: os.release(),
+      /** 1-minute load average: other work on the machine skews both sides of every ratio. */
+      loadAvg1m: { atStart: round(loadAtStart[0]), atEnd: round(os.loadavg()[0]) },
+    },
+    config: {
+      durationS: round((performance.now() - started) / 1000, 1),
+      quick,
+      bigBytes,
+      daemonArgs,
+      transport: "unix socket",
+      generation: "v1alpha",
+      driver: "host",
+    },
+    results,
+    ratios,
+  };
+  await writeFile(resultsPath, `${JSON.stringify(report, null, 2)}\n`);
+
+  const r = results;
+  const size = `${toMiB(bigBytes)} MiB`;
+  const treeSize = `${toMiB(tree.bytes)} MiB`;
+  const cpu = (c: { daemonS: number; clientS: number }) =>
+    `${c.daemonS.toFixed(1)} + ${c.clientS.toFixed(1)} s`;
+  const ms = (value: number) => `${value.toFixed(2)} ms`;
+  const rows: string[][] = [
+    ["measurement", "berth", "baseline", "baseline is", "ratio", "berth CPU/run: daemon + client"],
+    [
+      "exec `true` p50",
+      ms(r.execLatency.berth.p50Ms),
+      ms(r.execLatency.direct.p50Ms),
+      "spawn()",
+      `${ratios.execLatencyP50}x`,
+      "",
+    ],
+    [
+      "exec `true` p99",
+      ms(r.execLatency.berth.p99Ms),
+      ms(r.execLatency.direct.p99Ms),
+      "spawn()",
+      `${ratios.execLatencyP99}x`,
+      "",
+    ],
+    [
+      `exec output ${size}`,
+      `${r.execThroughput.berth.mbPerS} MB/s`,
+      `${r.execThroughput.direct.mbPerS} MB/s`,
+      "spawn()",
+      `${ratios.execThroughput}`,
+      cpu(r.execThroughput.berth.cpuPerRun),
+    ],
+    [
+      `copy-in tree ${treeSize}`,
+      `${r.copy.copyIn.mbPerS} MB/s`,
+      `${r.copy.tarPipe.mbPerS} MB/s`,
+      "tar | tar",
+      `${ratios.copyIn}`,
+      cpu(r.copy.copyIn.cpuPerRun),
+    ],
+    [
+      `copy-out tree ${treeSize}`,
+      `${r.copy.copyOut.mbPerS} MB/s`,
+      `${r.copy.tarPipe.mbPerS} MB/s`,
+      "tar | tar",
+      `${ratios.copyOut}`,
+      cpu(r.copy.copyOut.cpuPerRun),
+    ],
+  ];
+  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
+  const line = (row: string[]) =>
+    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join("   ");
+  const m = r.daemonMemory;
+  console.log(
+    [
+      `berth benchmark  ${report.measuredAt}  node ${report.node}  ${report.machine.cpus} CPUs  ${report.machine.memGiB} GiB RAM`,
+      "latency ratio = berth/baseline (higher is slower); throughput ratio = berth MB/s / baseline MB/s (lower is slower)",
+      "",
+      line(rows[0]),
+      widths.map((w) => "-".repeat(w)).join("   "),
+      ...rows.slice(1).map(line),
+      "",
+      `daemon RSS around the ${size} copies: ${m.baselineRssMiB} MiB before, peak ${m.peakRssMiB} MiB (+${m.growthMiB} MiB)` +
+        (m.peakReset ? "" : " [VmHWM could not be reset: the peak covers the daemon's whole life]"),
+      `benchmark process peak RSS: ${r.benchProcessPeakRssMiB} MiB`,
+      `MB = 10^6 bytes; throughput is the median of ${throughputRuns} runs; latency over ${latencyIterations} runs; ` +
+        `load average ${report.machine.loadAvg1m.atStart} at start, ${report.machine.loadAvg1m.atEnd} at end; took ${report.config.durationS} s`,
+      `written to ${resultsPath}`,
+    ].join("\n"),
+  );
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(err);
+  await cleanup();
+  process.exitCode = 1;
+}
