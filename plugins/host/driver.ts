@@ -189,7 +189,13 @@ export class HostDriver implements Driver {
             detached: true,
             stdio: ["ignore", "pipe", "pipe"],
           });
-    return this.superviseCommand(ref.id, child, { name: execMarker, value: variables[execMarker] }, sinks, signal);
+    return this.superviseCommand(
+      ref.id,
+      child,
+      { name: execMarker, value: variables[execMarker] },
+      sinks,
+      signal,
+    );
   }
 
   /** Streams a command's output, kills its tree when the call is cancelled, and reports how it ended. */

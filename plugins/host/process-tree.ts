@@ -62,7 +62,10 @@ function descendantsOf(processes: ProcessEntry[], root: number): number[] {
   return found;
 }
 
-async function markedProcesses(processes: ProcessEntry[], marker: { name: string; value: string }): Promise<number[]> {
+async function markedProcesses(
+  processes: ProcessEntry[],
+  marker: { name: string; value: string },
+): Promise<number[]> {
   const needle = `${marker.name}=${marker.value}`;
   const marked: number[] = [];
   for (const { pid } of processes) {
