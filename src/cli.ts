@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { openChannel, pluginClient, type ClientTls, type Generation } from "./client.js";
 import { createDaemon, type DaemonConfig } from "./daemon.js";
@@ -50,12 +51,24 @@ function connectClient(flags: ClientFlags) {
   return { channel, client: pluginClient(flags.protocol, channel) };
 }
 
+const { version } = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+  version: string;
+};
+
 const program = new Command()
   .name("berth")
   .description(
     "Execution-environment backend for CI runners (Forgejo runner plugin protocols plugin.v1 and plugin.v1alpha).",
   )
-  .showHelpAfterError();
+  .version(version)
+  .showHelpAfterError()
+  .addHelpText(
+    "after",
+    `
+Examples:
+  berth serve                     # serve the host driver on ${defaultListen}
+  berth run -- echo hello         # run one command through it`,
+  );
 
 program
   .command("serve")

@@ -415,6 +415,24 @@ export function conformanceSuite(target: ConformanceTarget): void {
         await expectStatus(raw.copyIn(chunks()), Status.INVALID_ARGUMENT, /only the first message/);
       });
 
+      if (generation === "v1alpha") {
+        test("an environment past its environment_timeout is removed", async () => {
+          const { id } = await client().create({ image: target.image, timeoutMs: 1500 });
+          await client().start(id);
+          const removed = await eventually(
+            () =>
+              client()
+                .exec(id, ["true"])
+                .then(
+                  () => false,
+                  (err: { code?: Status }) => err.code === Status.NOT_FOUND,
+                ),
+            15_000,
+          );
+          assert.ok(removed, "the environment is gone within 15 s of a 1.5 s timeout");
+        });
+      }
+
       test("after Remove the id is NOT_FOUND, and Remove again succeeds", async () => {
         const { id } = await client().create({ image: target.image });
         await client().start(id);

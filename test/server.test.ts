@@ -282,10 +282,10 @@ describe("the CLI", () => {
 
   test("every command's --help says what it does and shows an example", async () => {
     const { spawnSync } = await import("node:child_process");
-    for (const command of ["serve", "caps", "run"]) {
-      const help = spawnSync(process.execPath, [cliPath, command, "--help"], { encoding: "utf8" });
+    for (const command of [[], ["serve"], ["caps"], ["run"]]) {
+      const help = spawnSync(process.execPath, [cliPath, ...command, "--help"], { encoding: "utf8" });
       assert.equal(help.status, 0);
-      assert.match(help.stdout, /Example/, `berth ${command} --help has an example`);
+      assert.match(help.stdout, /Example/, `berth ${command.join(" ")} --help has an example`);
     }
   });
 });
