@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { openChannel, pluginClient, type ClientTls, type Generation } from "./client.js";
@@ -60,7 +59,7 @@ const program = new Command()
   .description(
     "Execution-environment backend for CI runners (Forgejo runner plugin protocols plugin.v1 and plugin.v1alpha).",
   )
-  .version(version)
+  .version(`${version} (Node.js ${process.version})`)
   .showHelpAfterError()
   .addHelpText(
     "after",

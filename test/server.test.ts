@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { lstat, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
+import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client, credentials, Metadata } from "@grpc/grpc-js";
@@ -278,6 +279,19 @@ describe("the CLI", () => {
     } finally {
       await daemon.stop();
     }
+  });
+
+  test("bin/berth.js runs berth on Node 22+ even when started by an older system node", async () => {
+    const { spawnSync } = await import("node:child_process");
+    const launcher = fileURLToPath(new URL("../../bin/berth.js", import.meta.url));
+    // The machine's own node (Debian's is 20); falls back to ours where there is none.
+    const systemNode = spawnSync("sh", ["-c", "command -v /usr/bin/node || command -v node"], {
+      encoding: "utf8",
+    });
+    const node = systemNode.stdout.trim() || process.execPath;
+    const run = spawnSync(node, [launcher, "--version"], { encoding: "utf8" });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^\d+\.\d+\.\d+ \(Node\.js v(2[2-9]|[3-9]\d)\./);
   });
 
   test("every command's --help says what it does and shows an example", async () => {
