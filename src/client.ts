@@ -114,6 +114,32 @@ async function* rechunk(source: AsyncIterable<Uint8Array>): AsyncGenerator<Buffe
   if (size > 0) yield Buffer.concat(pending);
 }
 
+/** The raw calls whose shape is the same in plugin.v1 and plugin.v1alpha. */
+interface SharedRawCalls {
+  copyIn(
+    messages: AsyncIterable<{ environmentId?: string; destPath?: string; data?: Buffer }>,
+  ): Promise<unknown>;
+  copyOut(
+    request: { environmentId: string; srcPath: string },
+    options: { signal?: AbortSignal },
+  ): AsyncIterable<{ data: Buffer }>;
+  remove(request: { environmentId: string }): Promise<unknown>;
+}
+
+function sameInBothGenerations(raw: SharedRawCalls): Pick<PluginClient, "copyIn" | "copyOut" | "remove"> {
+  return {
+    async copyIn(id, destPath, tar) {
+      await raw.copyIn(copyInMessages(id, destPath, tar));
+    },
+    copyOut(id, srcPath, signal) {
+      return dataOf(raw.copyOut({ environmentId: id, srcPath }, { signal }));
+    },
+    async remove(id) {
+      await raw.remove({ environmentId: id });
+    },
+  };
+}
+
 /** CopyIn as the runners send it: ids in the first message only, then 256 KiB of data each. */
 async function* copyInMessages(id: string, destPath: string, tar: AsyncIterable<Uint8Array>) {
   yield { environmentId: id, destPath, data: Buffer.alloc(0) };
@@ -165,15 +191,7 @@ export function v1Client(channel: Channel): PluginClient & { raw: V1Client } {
       }
       throw new Error("the Exec stream ended without a done message");
     },
-    async copyIn(id, destPath, tar) {
-      await raw.copyIn(copyInMessages(id, destPath, tar));
-    },
-    copyOut(id, srcPath, signal) {
-      return dataOf(raw.copyOut({ environmentId: id, srcPath }, { signal }));
-    },
-    async remove(id) {
-      await raw.remove({ environmentId: id });
-    },
+    ...sameInBothGenerations(raw),
   };
 }
 
@@ -233,15 +251,7 @@ export function v1alphaClient(channel: Channel): PluginClient & { raw: V1alphaCl
       }
       throw new Error("the Exec stream ended without exec_complete or exec_failed");
     },
-    async copyIn(id, destPath, tar) {
-      await raw.copyIn(copyInMessages(id, destPath, tar));
-    },
-    copyOut(id, srcPath, signal) {
-      return dataOf(raw.copyOut({ environmentId: id, srcPath }, { signal }));
-    },
-    async remove(id) {
-      await raw.remove({ environmentId: id });
-    },
+    ...sameInBothGenerations(raw),
   };
 }
 

@@ -118,8 +118,9 @@ export class EnvironmentService {
 
   /**
    * Runs a command and yields its output as it comes, then its result. The
-   * command is held back while the consumer is slow (one chunk per stream in
-   * flight), so output of any size streams in bounded memory.
+   * command is held back while the consumer is slow (at most about
+   * maxMessageBytes per stream waits), so output of any size streams in
+   * bounded memory.
    */
   exec(id: string, spec: ExecSpec, signal: AbortSignal): AsyncGenerator<ExecEvent> {
     if (spec.command.length === 0 || spec.command[0] === "") {

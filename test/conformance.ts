@@ -155,6 +155,7 @@ export function conformanceSuite(target: ConformanceTarget): void {
         assert.equal((await run(client(), id, ["sh", "-c", "exit 0"])).exitCode, 0);
         assert.equal((await run(client(), id, ["sh", "-c", "exit 3"])).exitCode, 3);
         assert.equal((await run(client(), id, ["sh", "-c", "exit 255"])).exitCode, 255);
+        await expectStatus(client().exec(id, []), Status.INVALID_ARGUMENT, /command is empty/);
         const result = await run(client(), id, [
           "sh",
           "-c",
