@@ -1,3 +1,4 @@
+import { dockerDriverFactory } from "../plugins/docker/index.js";
 import { hostDriverFactory } from "../plugins/host/index.js";
 import type { DriverFactory } from "./driver.js";
 import { invalidArgument } from "./errors.js";
@@ -10,7 +11,10 @@ function register<Options>(factory: DriverFactory<Options>): RegisteredFactory {
 }
 
 /** Every built-in driver, listed here and nowhere else. */
-const builtInDrivers: readonly RegisteredFactory[] = [register(hostDriverFactory)];
+const builtInDrivers: readonly RegisteredFactory[] = [
+  register(hostDriverFactory),
+  register(dockerDriverFactory),
+];
 
 export function driverNames(): string[] {
   return builtInDrivers.map((factory) => factory.name);

@@ -39,11 +39,11 @@ export interface CopyInPart {
 }
 
 /**
- * Exec output and CopyOut messages carry at most this much. Output that piles
+ * Exec output and CopyOut messages carry at most this much (as runners send CopyIn). Output that piles
  * up while a message is in flight goes out together, so a fast command is not
  * slowed to one message per pipe read; runners accept up to 32 MiB.
  */
-export const maxMessageBytes = 1024 * 1024;
+export const maxMessageBytes = 256 * 1024;
 
 interface Environment {
   ref: EnvironmentRef;

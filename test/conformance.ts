@@ -21,6 +21,8 @@ export interface ConformanceTarget {
   generations: Generation[];
   /** Bytes for the big output and copy tests (the acceptance floor is 256 MiB). */
   bigBytes?: number;
+  /** Why the suite cannot run here (e.g. no Docker engine), or false. */
+  skip?: string | false;
 }
 
 const MiB = 1024 * 1024;
@@ -83,366 +85,377 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
 export function conformanceSuite(target: ConformanceTarget): void {
   const bigBytes = target.bigBytes ?? 256 * MiB;
   for (const generation of target.generations) {
-    describe(`conformance: ${target.driver} driver over plugin.${generation}`, () => {
-      let daemon: DaemonProcess;
-      let clients: Clients;
-      let channel: ReturnType<typeof openChannel>;
-      let rootPath: string;
-      let actPath: string;
+    describe(
+      `conformance: ${target.driver} driver over plugin.${generation}`,
+      { skip: target.skip ?? false },
+      () => {
+        let daemon: DaemonProcess;
+        let clients: Clients;
+        let channel: ReturnType<typeof openChannel>;
+        let rootPath: string;
+        let actPath: string;
 
-      const client = () => clients.client;
+        const client = () => clients.client;
 
-      /** A created and started environment; removed when the test ends. */
-      async function environment(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
-        const { id, layout } = await client().create({ image: target.image });
-        t.after(() => client().remove(id));
-        if (layout) {
-          rootPath = layout.rootPath;
-          actPath = layout.actPath;
+        /** A created and started environment; removed when the test ends. */
+        async function environment(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
+          const { id, layout } = await client().create({ image: target.image });
+          t.after(() => client().remove(id));
+          if (layout) {
+            rootPath = layout.rootPath;
+            actPath = layout.actPath;
+          }
+          await client().start(id);
+          return id;
         }
-        await client().start(id);
-        return id;
-      }
 
-      before(async () => {
-        daemon = await startDaemon(target.serveArgs);
-        channel = openChannel(daemon.address);
-        const v1 = v1Client(channel);
-        const v1alpha = v1alphaClient(channel);
-        clients = generation === "v1" ? { client: v1, v1 } : { client: v1alpha, v1alpha };
-        if (generation === "v1") {
-          const caps = await v1.raw.capabilities({});
-          rootPath = caps.rootPath;
-          actPath = caps.actPath;
-        }
-      });
-
-      after(async () => {
-        channel.close();
-        assert.equal(await daemon.stop(), 0, `berth serve did not exit cleanly:\n${daemon.log()}`);
-      });
-
-      test("Capabilities names the backend and tells the truth about it", async () => {
-        const caps = await client().capabilities();
-        assert.equal(caps.name, target.driver);
-        if (generation === "v1") {
-          const raw = await clients.v1!.raw.capabilities({});
-          assert.ok(raw.rootPath.startsWith("/"), "root_path is absolute");
-          assert.ok(raw.actPath.startsWith(raw.rootPath), "act_path is under root_path");
-          assert.equal(raw.supportsDockerActions, false);
-          assert.equal(raw.protocolVersion, 1);
-          assert.ok(raw.runnerContext.os && raw.runnerContext.arch, "runner_context has os and arch");
-        }
-      });
-
-      test("Create reports the layout; Start completes with the image env", async (t) => {
-        const { id, layout } = await client().create({ image: target.image });
-        t.after(() => client().remove(id));
-        if (generation === "v1alpha") {
-          assert.ok(layout?.rootPath.startsWith("/"));
-          assert.ok(layout?.actPath.startsWith(layout.rootPath));
-          assert.match(layout?.os ?? "", /^(Linux|macOS|Windows)$/);
-          assert.match(layout?.arch ?? "", /^(X64|ARM64|ARM|X86)$/);
-        }
-        const progress: string[] = [];
-        const imageEnv = await client().start(id, (line) => progress.push(line));
-        assert.ok("PATH" in imageEnv, `image env has PATH: ${JSON.stringify(imageEnv)}`);
-        if (generation === "v1alpha") assert.ok(progress.length > 0, "v1alpha Start streams progress lines");
-      });
-
-      test("Exec returns exit codes and keeps stdout and stderr apart, in order", async (t) => {
-        const id = await environment(t);
-        assert.equal((await run(client(), id, ["sh", "-c", "exit 0"])).exitCode, 0);
-        assert.equal((await run(client(), id, ["sh", "-c", "exit 3"])).exitCode, 3);
-        assert.equal((await run(client(), id, ["sh", "-c", "exit 255"])).exitCode, 255);
-        await expectStatus(client().exec(id, []), Status.INVALID_ARGUMENT, /command is empty/);
-        const result = await run(client(), id, [
-          "sh",
-          "-c",
-          "echo out1; sleep 0.2; echo err1 >&2; sleep 0.2; echo out2",
-        ]);
-        assert.equal(result.exitCode, 0);
-        assert.equal(result.stdout, "out1\nout2\n");
-        assert.equal(result.stderr, "err1\n");
-        assert.deepEqual(result.order, ["stdout:out1", "stderr:err1", "stdout:out2"]);
-      });
-
-      test("Exec passes env and workdir, and argv without a shell", async (t) => {
-        const id = await environment(t);
-        await client().copyIn(
-          id,
-          `${rootPath}/sub dir`,
-          once(await tarOf([{ name: "marker", content: "m" }])),
-        );
-        const result = await run(client(), id, ["sh", "-c", 'printf "%s|" "$FOO" "$WITH_DASH_OK"; pwd'], {
-          env: { FOO: "bar baz", WITH_DASH_OK: "x=y" },
-          workdir: `${rootPath}/sub dir`,
+        before(async () => {
+          daemon = await startDaemon(target.serveArgs);
+          channel = openChannel(daemon.address);
+          const v1 = v1Client(channel);
+          const v1alpha = v1alphaClient(channel);
+          clients = generation === "v1" ? { client: v1, v1 } : { client: v1alpha, v1alpha };
+          if (generation === "v1") {
+            const caps = await v1.raw.capabilities({});
+            rootPath = caps.rootPath;
+            actPath = caps.actPath;
+          }
         });
-        assert.equal(result.stdout, `bar baz|x=y|${rootPath}/sub dir\n`);
-        const literal = await run(client(), id, ["echo", "$HOME", "*", "a;b"]);
-        assert.equal(literal.stdout, "$HOME * a;b\n", "arguments reach the program unexpanded");
-      });
 
-      test("a script copied under act_path runs by its absolute path", async (t) => {
-        const id = await environment(t);
-        const script = '#!/bin/sh\nset -e\necho "script ran with $1"\nexit 7\n';
-        await client().copyIn(
-          id,
-          `${actPath}/steps`,
-          once(await tarOf([{ name: "step.sh", content: script, mode: 0o755 }])),
-        );
-        const viaSh = await run(client(), id, ["sh", "-e", `${actPath}/steps/step.sh`, "sh"]);
-        assert.equal(viaSh.stdout, "script ran with sh\n");
-        assert.equal(viaSh.exitCode, 7);
-        const direct = await run(client(), id, [`${actPath}/steps/step.sh`, "direct"]);
-        assert.equal(direct.stdout, "script ran with direct\n");
-        assert.equal(direct.exitCode, 7);
-      });
-
-      test("a missing program ends the Exec with a message naming it", async (t) => {
-        const id = await environment(t);
-        const result = await run(client(), id, ["no-such-program-4711", "x"]);
-        if (generation === "v1alpha") {
-          assert.match(result.failed ?? "", /no-such-program-4711/);
-        } else {
-          assert.notEqual(result.exitCode, 0);
-          assert.match(result.errorMessage ?? "", /no-such-program-4711/);
-        }
-        assert.equal((await run(client(), id, ["true"])).exitCode, 0, "the environment still works");
-      });
-
-      test("output streams live and cancelling kills the whole process tree", async (t) => {
-        const id = await environment(t);
-        const cancel = new AbortController();
-        // The first line can only arrive while the command still runs if output is streamed live:
-        // the command never ends by itself.
-        const exec = client().exec(id, ["sh", "-c", "echo started; sleep 1001.137 & sleep 1001.137 & wait"], {
-          signal: cancel.signal,
-          onOutput: (_stream, data) => {
-            if (data.toString().includes("started")) cancel.abort();
-          },
+        after(async () => {
+          channel.close();
+          assert.equal(await daemon.stop(), 0, `berth serve did not exit cleanly:\n${daemon.log()}`);
         });
-        await assert.rejects(exec, { name: "AbortError" });
-        const countSleeps = [
-          "sh",
-          "-c",
-          'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "sleep 1001[.]137" || true',
-        ];
-        const gone = await eventually(
-          async () => (await run(client(), id, countSleeps)).stdout.trim() === "0",
-          5000,
-        );
-        assert.ok(gone, "no sleep process is left 5 s after the cancel");
-        assert.equal(
-          (await run(client(), id, ["sh", "-c", "echo next"])).stdout,
-          "next\n",
-          "the next command runs",
-        );
-      });
 
-      test(`a ${bigBytes / MiB} MiB output arrives whole, in bounded daemon memory`, async (t) => {
-        const id = await environment(t);
-        const before = await daemon.memory();
-        let received = 0;
-        const outcome = await client().exec(id, ["head", "-c", String(bigBytes), "/dev/zero"], {
-          onOutput: (_stream, data) => (received += data.length),
+        test("Capabilities names the backend and tells the truth about it", async () => {
+          const caps = await client().capabilities();
+          assert.equal(caps.name, target.driver);
+          if (generation === "v1") {
+            const raw = await clients.v1!.raw.capabilities({});
+            assert.ok(raw.rootPath.startsWith("/"), "root_path is absolute");
+            assert.ok(raw.actPath.startsWith("/"), "act_path is absolute");
+            assert.equal(raw.supportsDockerActions, false);
+            assert.equal(raw.protocolVersion, 1);
+            assert.ok(raw.runnerContext.os && raw.runnerContext.arch, "runner_context has os and arch");
+          }
         });
-        assert.equal(outcome.exitCode, 0);
-        assert.equal(received, bigBytes);
-        const { peak } = await daemon.memory();
-        assert.ok(
-          peak - before.current < 96 * MiB,
-          `daemon memory grew by ${(peak - before.current) / MiB} MiB`,
-        );
-      });
 
-      test(`a ${bigBytes / MiB} MiB CopyIn and CopyOut round trip keeps the content, in bounded daemon memory`, async (t) => {
-        const id = await environment(t);
-        const before = await daemon.memory();
-        const big = bigFileTar("big.bin", bigBytes);
-        await client().copyIn(id, `${rootPath}/big`, big.stream);
-        const entries = await readTar(client().copyOut(id, `${rootPath}/big/big.bin`));
-        assert.deepEqual(
-          entries.map((e) => [e.name, e.size, e.sha256]),
-          [["big.bin", bigBytes, await big.sha256]],
-        );
-        const { peak } = await daemon.memory();
-        assert.ok(
-          peak - before.current < 96 * MiB,
-          `daemon memory grew by ${(peak - before.current) / MiB} MiB`,
-        );
-      });
+        test("Create reports the layout; Start completes with the image env", async (t) => {
+          const { id, layout } = await client().create({ image: target.image });
+          t.after(() => client().remove(id));
+          if (generation === "v1alpha") {
+            assert.ok(layout?.rootPath.startsWith("/"));
+            assert.ok(layout?.actPath.startsWith("/"));
+            assert.match(layout?.os ?? "", /^(Linux|macOS|Windows)$/);
+            assert.match(layout?.arch ?? "", /^(X64|ARM64|ARM|X86)$/);
+          }
+          const progress: string[] = [];
+          const imageEnv = await client().start(id, (line) => progress.push(line));
+          assert.ok("PATH" in imageEnv, `image env has PATH: ${JSON.stringify(imageEnv)}`);
+          if (generation === "v1alpha")
+            assert.ok(progress.length > 0, "v1alpha Start streams progress lines");
+        });
 
-      test("CopyIn then CopyOut preserves the tree, modes and symlinks, named as docker cp names them", async (t) => {
-        const id = await environment(t);
-        const tar = await tarOf([
-          { name: "tree/", type: "directory", mode: 0o750 },
-          { name: "tree/run.sh", content: "#!/bin/sh\necho hi\n", mode: 0o755 },
-          { name: "tree/secret", content: "s3cret", mode: 0o600 },
-          { name: "tree/sub/", type: "directory" },
-          { name: "tree/sub/data.txt", content: "data" },
-          { name: "tree/link", type: "symlink", linkname: "sub/data.txt" },
-          { name: "tree/abs-link", type: "symlink", linkname: "/usr/bin/env" },
-        ]);
-        await client().copyIn(id, `${rootPath}/copy`, once(tar));
-        const out = await readTar(client().copyOut(id, `${rootPath}/copy/tree`));
-        const byName = new Map(out.map((e) => [e.name.replace(/\/$/, ""), e]));
-        assert.deepEqual([...byName.keys()].sort(), [
-          "tree",
-          "tree/abs-link",
-          "tree/link",
-          "tree/run.sh",
-          "tree/secret",
-          "tree/sub",
-          "tree/sub/data.txt",
-        ]);
-        assert.equal(byName.get("tree")?.mode, 0o750);
-        assert.equal(byName.get("tree/run.sh")?.mode, 0o755);
-        assert.equal(byName.get("tree/secret")?.mode, 0o600);
-        assert.equal(byName.get("tree/secret")?.text, "s3cret");
-        assert.equal(byName.get("tree/link")?.type, "symlink");
-        assert.equal(byName.get("tree/link")?.linkname, "sub/data.txt");
-        assert.equal(byName.get("tree/abs-link")?.linkname, "/usr/bin/env");
-        const single = await readTar(client().copyOut(id, `${rootPath}/copy/tree/sub/data.txt`));
-        assert.deepEqual(
-          single.map((e) => [e.name, e.text]),
-          [["data.txt", "data"]],
-        );
-        assert.equal(
-          (await run(client(), id, [`${rootPath}/copy/tree/run.sh`])).stdout,
-          "hi\n",
-          "the copied script is executable",
-        );
-      });
-
-      test("CopyOut of a missing path is NOT_FOUND", async (t) => {
-        const id = await environment(t);
-        await expectStatus(
-          readTar(client().copyOut(id, `${rootPath}/no/such/file`)),
-          Status.NOT_FOUND,
-          /no\/such\/file/,
-        );
-      });
-
-      test("hostile tars are refused with INVALID_ARGUMENT and write nothing outside the destination", async (t) => {
-        const id = await environment(t);
-        const base = `${rootPath}/hostile`;
-        await client().copyIn(
-          id,
-          base,
-          once(
-            await tarOf([
-              { name: "secret", content: "keep" },
-              { name: "outside/", type: "directory" },
-            ]),
-          ),
-        );
-        const hostile: [string, Parameters<typeof tarOf>[0]][] = [
-          ["../x", [{ name: "../x", content: "bad" }]],
-          ["/x", [{ name: "/x", content: "bad" }]],
-          ["a/../../x", [{ name: "a/../../x", content: "bad" }]],
-          [
-            "symlink then write through it",
-            [
-              { name: "a", type: "symlink", linkname: `${base}/outside` },
-              { name: "a/x", content: "bad" },
-            ],
-          ],
-          ["hardlink to a file outside", [{ name: "h", type: "link", linkname: "../secret" }]],
-        ];
-        for (const [label, entries] of hostile) {
-          await expectStatus(
-            client().copyIn(id, `${base}/dest`, once(await tarOf(entries))),
-            Status.INVALID_ARGUMENT,
-            /refused|outside|escape/i,
-          );
-          const check = await run(client(), id, [
+        test("Exec returns exit codes and keeps stdout and stderr apart, in order", async (t) => {
+          const id = await environment(t);
+          assert.equal((await run(client(), id, ["sh", "-c", "exit 0"])).exitCode, 0);
+          assert.equal((await run(client(), id, ["sh", "-c", "exit 3"])).exitCode, 3);
+          assert.equal((await run(client(), id, ["sh", "-c", "exit 255"])).exitCode, 255);
+          await expectStatus(client().exec(id, []), Status.INVALID_ARGUMENT, /command is empty/);
+          const result = await run(client(), id, [
             "sh",
             "-c",
-            `ls -A ${base}/outside; test ! -e ${base}/x && test ! -e /x && echo clean`,
+            "echo out1; sleep 0.2; echo err1 >&2; sleep 0.2; echo out2",
           ]);
-          assert.equal(check.stdout, "clean\n", `after ${label}: nothing written outside`);
-        }
-        assert.equal(
-          (await run(client(), id, ["cat", `${base}/secret`])).stdout,
-          "keep",
-          "the daemon keeps serving",
-        );
-      });
+          assert.equal(result.exitCode, 0);
+          assert.equal(result.stdout, "out1\nout2\n");
+          assert.equal(result.stderr, "err1\n");
+          assert.deepEqual(result.order, ["stdout:out1", "stderr:err1", "stdout:out2"]);
+        });
 
-      test("an env file with NAME=value lines and heredoc blocks is read as the runner reads it", async (t) => {
-        const id = await environment(t);
-        const content = "PLAIN=value with = sign\r\nMULTI<<EOF_X\nline one\nline two\nEOF_X\nEMPTY=\n";
-        await client().copyIn(id, `${rootPath}/files`, once(await tarOf([{ name: "github_env", content }])));
-        const expected = { PLAIN: "value with = sign", MULTI: "line one\nline two", EMPTY: "" };
-        if (generation === "v1") {
-          const { updatedEnv } = await clients.v1!.raw.updateEnv({
-            environmentId: id,
-            srcPath: `${rootPath}/files/github_env`,
-            currentEnv: { KEEP: "1", PLAIN: "old" },
-          });
-          assert.deepEqual(updatedEnv, { KEEP: "1", ...expected });
-          const missing = await clients.v1!.raw.updateEnv({
-            environmentId: id,
-            srcPath: `${rootPath}/files/none`,
-            currentEnv: { KEEP: "1" },
-          });
-          assert.deepEqual(missing.updatedEnv, { KEEP: "1" }, "a missing file leaves current_env as it is");
-        } else {
-          const [entry] = await readTar(client().copyOut(id, `${rootPath}/files/github_env`));
-          assert.deepEqual(parseEnvFile(entry.text ?? ""), expected);
-        }
-      });
-
-      if (generation === "v1") {
-        test("IsHealthy answers for a running environment and errors for an unknown one", async (t) => {
+        test("Exec passes env and workdir, and argv without a shell", async (t) => {
           const id = await environment(t);
-          const healthy = await clients.v1!.raw.isHealthy({ environmentId: id });
-          assert.equal(healthy.wait, undefined);
+          await client().copyIn(
+            id,
+            `${rootPath}/sub dir`,
+            once(await tarOf([{ name: "marker", content: "m" }])),
+          );
+          const result = await run(client(), id, ["sh", "-c", 'printf "%s|" "$FOO" "$WITH_DASH_OK"; pwd'], {
+            env: { FOO: "bar baz", WITH_DASH_OK: "x=y" },
+            workdir: `${rootPath}/sub dir`,
+          });
+          assert.equal(result.stdout, `bar baz|x=y|${rootPath}/sub dir\n`);
+          const literal = await run(client(), id, ["echo", "$HOME", "*", "a;b"]);
+          assert.equal(literal.stdout, "$HOME * a;b\n", "arguments reach the program unexpanded");
+        });
+
+        test("a script copied under act_path runs by its absolute path", async (t) => {
+          const id = await environment(t);
+          const script = '#!/bin/sh\nset -e\necho "script ran with $1"\nexit 7\n';
+          await client().copyIn(
+            id,
+            `${actPath}/steps`,
+            once(await tarOf([{ name: "step.sh", content: script, mode: 0o755 }])),
+          );
+          const viaSh = await run(client(), id, ["sh", "-e", `${actPath}/steps/step.sh`, "sh"]);
+          assert.equal(viaSh.stdout, "script ran with sh\n");
+          assert.equal(viaSh.exitCode, 7);
+          const direct = await run(client(), id, [`${actPath}/steps/step.sh`, "direct"]);
+          assert.equal(direct.stdout, "script ran with direct\n");
+          assert.equal(direct.exitCode, 7);
+        });
+
+        test("a missing program ends the Exec with a message naming it", async (t) => {
+          const id = await environment(t);
+          const result = await run(client(), id, ["no-such-program-4711", "x"]);
+          if (generation === "v1alpha") {
+            assert.match(result.failed ?? "", /no-such-program-4711/);
+          } else {
+            assert.notEqual(result.exitCode, 0);
+            assert.match(result.errorMessage ?? "", /no-such-program-4711/);
+          }
+          assert.equal((await run(client(), id, ["true"])).exitCode, 0, "the environment still works");
+        });
+
+        test("output streams live and cancelling kills the whole process tree", async (t) => {
+          const id = await environment(t);
+          const cancel = new AbortController();
+          // The first line can only arrive while the command still runs if output is streamed live:
+          // the command never ends by itself.
+          const exec = client().exec(
+            id,
+            ["sh", "-c", "echo started; sleep 1001.137 & sleep 1001.137 & wait"],
+            {
+              signal: cancel.signal,
+              onOutput: (_stream, data) => {
+                if (data.toString().includes("started")) cancel.abort();
+              },
+            },
+          );
+          await assert.rejects(exec, { name: "AbortError" });
+          const countSleeps = [
+            "sh",
+            "-c",
+            'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "sleep 1001[.]137" || true',
+          ];
+          const gone = await eventually(
+            async () => (await run(client(), id, countSleeps)).stdout.trim() === "0",
+            5000,
+          );
+          assert.ok(gone, "no sleep process is left 5 s after the cancel");
+          assert.equal(
+            (await run(client(), id, ["sh", "-c", "echo next"])).stdout,
+            "next\n",
+            "the next command runs",
+          );
+        });
+
+        test(`a ${bigBytes / MiB} MiB output arrives whole, in bounded daemon memory`, async (t) => {
+          const id = await environment(t);
+          const before = await daemon.memory();
+          let received = 0;
+          const outcome = await client().exec(id, ["head", "-c", String(bigBytes), "/dev/zero"], {
+            onOutput: (_stream, data) => (received += data.length),
+          });
+          assert.equal(outcome.exitCode, 0);
+          assert.equal(received, bigBytes);
+          const { peak } = await daemon.memory();
+          const growth = `daemon memory grew by ${((peak - before.current) / MiB).toFixed(1)} MiB`;
+          t.diagnostic(growth);
+          assert.ok(peak - before.current < 96 * MiB, growth);
+        });
+
+        test(`a ${bigBytes / MiB} MiB CopyIn and CopyOut round trip keeps the content, in bounded daemon memory`, async (t) => {
+          const id = await environment(t);
+          const before = await daemon.memory();
+          const big = bigFileTar("big.bin", bigBytes);
+          await client().copyIn(id, `${rootPath}/big`, big.stream);
+          const entries = await readTar(client().copyOut(id, `${rootPath}/big/big.bin`));
+          assert.deepEqual(
+            entries.map((e) => [e.name, e.size, e.sha256]),
+            [["big.bin", bigBytes, await big.sha256]],
+          );
+          const { peak } = await daemon.memory();
+          const growth = `daemon memory grew by ${((peak - before.current) / MiB).toFixed(1)} MiB`;
+          t.diagnostic(growth);
+          assert.ok(peak - before.current < 96 * MiB, growth);
+        });
+
+        test("CopyIn then CopyOut preserves the tree, modes and symlinks, named as docker cp names them", async (t) => {
+          const id = await environment(t);
+          const tar = await tarOf([
+            { name: "tree/", type: "directory", mode: 0o750 },
+            { name: "tree/run.sh", content: "#!/bin/sh\necho hi\n", mode: 0o755 },
+            { name: "tree/secret", content: "s3cret", mode: 0o600 },
+            { name: "tree/sub/", type: "directory" },
+            { name: "tree/sub/data.txt", content: "data" },
+            { name: "tree/link", type: "symlink", linkname: "sub/data.txt" },
+            { name: "tree/abs-link", type: "symlink", linkname: "/usr/bin/env" },
+          ]);
+          await client().copyIn(id, `${rootPath}/copy`, once(tar));
+          const out = await readTar(client().copyOut(id, `${rootPath}/copy/tree`));
+          const byName = new Map(out.map((e) => [e.name.replace(/\/$/, ""), e]));
+          assert.deepEqual([...byName.keys()].sort(), [
+            "tree",
+            "tree/abs-link",
+            "tree/link",
+            "tree/run.sh",
+            "tree/secret",
+            "tree/sub",
+            "tree/sub/data.txt",
+          ]);
+          assert.equal(byName.get("tree")?.mode, 0o750);
+          assert.equal(byName.get("tree/run.sh")?.mode, 0o755);
+          assert.equal(byName.get("tree/secret")?.mode, 0o600);
+          assert.equal(byName.get("tree/secret")?.text, "s3cret");
+          assert.equal(byName.get("tree/link")?.type, "symlink");
+          assert.equal(byName.get("tree/link")?.linkname, "sub/data.txt");
+          assert.equal(byName.get("tree/abs-link")?.linkname, "/usr/bin/env");
+          const single = await readTar(client().copyOut(id, `${rootPath}/copy/tree/sub/data.txt`));
+          assert.deepEqual(
+            single.map((e) => [e.name, e.text]),
+            [["data.txt", "data"]],
+          );
+          assert.equal(
+            (await run(client(), id, [`${rootPath}/copy/tree/run.sh`])).stdout,
+            "hi\n",
+            "the copied script is executable",
+          );
+        });
+
+        test("CopyOut of a missing path is NOT_FOUND", async (t) => {
+          const id = await environment(t);
           await expectStatus(
-            clients.v1!.raw.isHealthy({ environmentId: "berth-0000000000000000" }),
+            readTar(client().copyOut(id, `${rootPath}/no/such/file`)),
             Status.NOT_FOUND,
+            /no\/such\/file/,
           );
         });
-      }
 
-      test("a later CopyIn chunk that sets environment_id or dest_path is INVALID_ARGUMENT", async (t) => {
-        const id = await environment(t);
-        const raw = generation === "v1" ? clients.v1!.raw : clients.v1alpha!.raw;
-        async function* chunks() {
-          yield { environmentId: id, destPath: `${rootPath}/x`, data: Buffer.alloc(0) };
-          yield { environmentId: id, data: Buffer.alloc(512) };
+        test("hostile tars are refused with INVALID_ARGUMENT and write nothing outside the destination", async (t) => {
+          const id = await environment(t);
+          const base = `${rootPath}/hostile`;
+          await client().copyIn(
+            id,
+            base,
+            once(
+              await tarOf([
+                { name: "secret", content: "keep" },
+                { name: "outside/", type: "directory" },
+              ]),
+            ),
+          );
+          const hostile: [string, Parameters<typeof tarOf>[0]][] = [
+            ["../x", [{ name: "../x", content: "bad" }]],
+            ["/x", [{ name: "/x", content: "bad" }]],
+            ["a/../../x", [{ name: "a/../../x", content: "bad" }]],
+            [
+              "symlink then write through it",
+              [
+                { name: "a", type: "symlink", linkname: `${base}/outside` },
+                { name: "a/x", content: "bad" },
+              ],
+            ],
+            ["hardlink to a file outside", [{ name: "h", type: "link", linkname: "../secret" }]],
+          ];
+          for (const [label, entries] of hostile) {
+            await expectStatus(
+              client().copyIn(id, `${base}/dest`, once(await tarOf(entries))),
+              Status.INVALID_ARGUMENT,
+              /refused|outside|escape/i,
+            );
+            const check = await run(client(), id, [
+              "sh",
+              "-c",
+              `ls -A ${base}/outside; test ! -e ${base}/x && test ! -e /x && echo clean`,
+            ]);
+            assert.equal(check.stdout, "clean\n", `after ${label}: nothing written outside`);
+          }
+          assert.equal(
+            (await run(client(), id, ["cat", `${base}/secret`])).stdout,
+            "keep",
+            "the daemon keeps serving",
+          );
+        });
+
+        test("an env file with NAME=value lines and heredoc blocks is read as the runner reads it", async (t) => {
+          const id = await environment(t);
+          const content = "PLAIN=value with = sign\r\nMULTI<<EOF_X\nline one\nline two\nEOF_X\nEMPTY=\n";
+          await client().copyIn(
+            id,
+            `${rootPath}/files`,
+            once(await tarOf([{ name: "github_env", content }])),
+          );
+          const expected = { PLAIN: "value with = sign", MULTI: "line one\nline two", EMPTY: "" };
+          if (generation === "v1") {
+            const { updatedEnv } = await clients.v1!.raw.updateEnv({
+              environmentId: id,
+              srcPath: `${rootPath}/files/github_env`,
+              currentEnv: { KEEP: "1", PLAIN: "old" },
+            });
+            assert.deepEqual(updatedEnv, { KEEP: "1", ...expected });
+            const missing = await clients.v1!.raw.updateEnv({
+              environmentId: id,
+              srcPath: `${rootPath}/files/none`,
+              currentEnv: { KEEP: "1" },
+            });
+            assert.deepEqual(missing.updatedEnv, { KEEP: "1" }, "a missing file leaves current_env as it is");
+          } else {
+            const [entry] = await readTar(client().copyOut(id, `${rootPath}/files/github_env`));
+            assert.deepEqual(parseEnvFile(entry.text ?? ""), expected);
+          }
+        });
+
+        if (generation === "v1") {
+          test("IsHealthy answers for a running environment and errors for an unknown one", async (t) => {
+            const id = await environment(t);
+            const healthy = await clients.v1!.raw.isHealthy({ environmentId: id });
+            assert.equal(healthy.wait, undefined);
+            await expectStatus(
+              clients.v1!.raw.isHealthy({ environmentId: "berth-0000000000000000" }),
+              Status.NOT_FOUND,
+            );
+          });
         }
-        await expectStatus(raw.copyIn(chunks()), Status.INVALID_ARGUMENT, /only the first message/);
-      });
 
-      if (generation === "v1alpha") {
-        test("an environment past its environment_timeout is removed", async () => {
-          const { id } = await client().create({ image: target.image, timeoutMs: 1500 });
-          await client().start(id);
-          const removed = await eventually(
-            () =>
-              client()
-                .exec(id, ["true"])
-                .then(
-                  () => false,
-                  (err: { code?: Status }) => err.code === Status.NOT_FOUND,
-                ),
-            15_000,
-          );
-          assert.ok(removed, "the environment is gone within 15 s of a 1.5 s timeout");
+        test("a later CopyIn chunk that sets environment_id or dest_path is INVALID_ARGUMENT", async (t) => {
+          const id = await environment(t);
+          const raw = generation === "v1" ? clients.v1!.raw : clients.v1alpha!.raw;
+          async function* chunks() {
+            yield { environmentId: id, destPath: `${rootPath}/x`, data: Buffer.alloc(0) };
+            yield { environmentId: id, data: Buffer.alloc(512) };
+          }
+          await expectStatus(raw.copyIn(chunks()), Status.INVALID_ARGUMENT, /only the first message/);
         });
-      }
 
-      test("after Remove the id is NOT_FOUND, and Remove again succeeds", async () => {
-        const { id } = await client().create({ image: target.image });
-        await client().start(id);
-        await client().remove(id);
-        await expectStatus(client().exec(id, ["true"]), Status.NOT_FOUND, new RegExp(id));
-        await expectStatus(readTar(client().copyOut(id, "/x")), Status.NOT_FOUND);
-        await client().remove(id);
-        await client().remove("berth-never-existed");
-      });
-    });
+        if (generation === "v1alpha") {
+          test("an environment past its environment_timeout is removed", async () => {
+            const { id } = await client().create({ image: target.image, timeoutMs: 1500 });
+            await client().start(id);
+            const removed = await eventually(
+              () =>
+                client()
+                  .exec(id, ["true"])
+                  .then(
+                    () => false,
+                    (err: { code?: Status }) => err.code === Status.NOT_FOUND,
+                  ),
+              15_000,
+            );
+            assert.ok(removed, "the environment is gone within 15 s of a 1.5 s timeout");
+          });
+        }
+
+        test("after Remove the id is NOT_FOUND, and Remove again succeeds", async () => {
+          const { id } = await client().create({ image: target.image });
+          await client().start(id);
+          await client().remove(id);
+          await expectStatus(client().exec(id, ["true"]), Status.NOT_FOUND, new RegExp(id));
+          await expectStatus(readTar(client().copyOut(id, "/x")), Status.NOT_FOUND);
+          await client().remove(id);
+          await client().remove("berth-never-existed");
+        });
+      },
+    );
   }
 }

@@ -6,6 +6,9 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
+/** How long a daemon may take to exit after SIGTERM (its grace period is 10 s). */
+const exitDeadlineMs = 30_000;
+
 /** The compiled CLI, run exactly as a user runs it. */
 export const cliPath = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 
@@ -66,8 +69,20 @@ export async function startDaemon(
     },
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const code = await exited;
+      // A daemon that lingers after its shutdown has something left open: fail loudly rather than hang.
+      let timer: NodeJS.Timeout | undefined;
+      const code = await Promise.race([
+        exited,
+        new Promise<"lingered">((resolve) => (timer = setTimeout(() => resolve("lingered"), exitDeadlineMs))),
+      ]);
+      clearTimeout(timer);
       await rm(dir, { recursive: true, force: true });
+      if (code === "lingered") {
+        child.kill("SIGKILL");
+        throw new Error(
+          `berth serve did not exit within ${exitDeadlineMs / 1000} s of ${signal}:\n${logText}`,
+        );
+      }
       return code;
     },
   };

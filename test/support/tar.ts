@@ -106,7 +106,8 @@ export async function readTar(chunks: AsyncIterable<Buffer>): Promise<ReadEntry[
       entries.push({
         name: header.name,
         type: header.type,
-        mode: header.mode,
+        // Permission bits only: some archivers (Docker's) put the file type bits in the mode too.
+        mode: header.mode & 0o7777,
         linkname: header.linkname || undefined,
         size,
         sha256: hash.digest("hex"),

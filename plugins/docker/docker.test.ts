@@ -1,0 +1,218 @@
+/** What only the docker driver does: services, health checks, cleanup, options, users, through a real engine. */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { Status } from "nice-grpc";
+import { openChannel, v1Client, v1alphaClient } from "../../src/client.js";
+import { type DaemonProcess, startDaemon } from "../../test/support/daemon-process.js";
+import { dockerTestOptions, ensureTestImages, testImages } from "../../test/support/docker-images.js";
+
+const docker = await dockerTestOptions();
+if (!docker.skip) await ensureTestImages();
+
+/** Names of containers, networks and volumes carrying a label filter. */
+function objectsLabelled(filter: string): string[] {
+  const list = (args: string[], format: string) =>
+    execFileSync("docker", [...args, "--filter", `label=${filter}`, "--format", format], { encoding: "utf8" })
+      .split("\n")
+      .filter(Boolean)
+      .map((name) => `${args[0]} ${name}`);
+  return [
+    ...list(["ps", "-a"], "{{.Names}}"),
+    ...list(["network", "ls"], "{{.Name}}"),
+    ...list(["volume", "ls"], "{{.Name}}"),
+  ];
+}
+
+function expectCode(code: Status, pattern?: RegExp) {
+  return (err: { code?: Status; details?: string }) => {
+    assert.equal(err.code, code, `expected ${Status[code]}, got ${err.code} ${err.details}`);
+    if (pattern) assert.match(err.details ?? "", pattern);
+    return true;
+  };
+}
+
+describe("docker driver", docker, () => {
+  let daemon: DaemonProcess;
+  let channel: ReturnType<typeof openChannel>;
+  let client: ReturnType<typeof v1alphaClient>;
+
+  before(async () => {
+    daemon = await startDaemon(["--backend", "docker", "--backend-opt", "serviceHealthTimeoutMs=20000"]);
+    channel = openChannel(daemon.address);
+    client = v1alphaClient(channel);
+  });
+  after(async () => {
+    channel.close();
+    await daemon.stop();
+  });
+
+  async function output(id: string, command: string[], options: { user?: string } = {}) {
+    let stdout = "";
+    const outcome = await client.exec(id, command, {
+      ...options,
+      onOutput: (s, d) => s === "stdout" && (stdout += d.toString()),
+    });
+    return { stdout, ...outcome };
+  }
+
+  test("a service container answers the job container by its service name", async () => {
+    const { id } = await client.create({
+      image: testImages.busybox,
+      services: [{ name: "web", image: testImages.web, ports: ["80"] }],
+    });
+    try {
+      await client.start(id);
+      const fetched = await output(id, ["wget", "-q", "-O", "-", "http://web/"]);
+      assert.equal(fetched.stdout, "hello from web\n");
+    } finally {
+      await client.remove(id);
+    }
+    assert.deepEqual(
+      objectsLabelled(`berth.environment=${id}`),
+      [],
+      "Remove leaves no container, network or volume",
+    );
+  });
+
+  test("Start waits for a service's health check and reports it in the progress", async () => {
+    const { id } = await client.create({
+      image: testImages.busybox,
+      services: [{ name: "db", image: testImages.healthy }],
+    });
+    try {
+      const progress: string[] = [];
+      await client.start(id, (line) => progress.push(line));
+      assert.ok(progress.includes("service db is healthy"), progress.join("\n"));
+    } finally {
+      await client.remove(id);
+    }
+  });
+
+  test("a service that never gets healthy fails Start with its last health output, and Remove cleans up", async () => {
+    const { id } = await client.create({
+      image: testImages.busybox,
+      services: [{ name: "db", image: testImages.unhealthy }],
+    });
+    await assert.rejects(
+      client.start(id),
+      expectCode(
+        Status.FAILED_PRECONDITION,
+        /service db is unhealthy: database not ready: connection refused/,
+      ),
+    );
+    await client.remove(id);
+    assert.deepEqual(objectsLabelled(`berth.environment=${id}`), []);
+  });
+
+  test("Start returns the image's environment; the layout's os and arch come from the image", async () => {
+    const { id, layout } = await client.create({ image: testImages.busybox });
+    try {
+      assert.equal(layout?.os, "Linux");
+      assert.match(layout?.arch ?? "", /^(X64|ARM64)$/);
+      const imageEnv = await client.start(id);
+      assert.equal(imageEnv.PATH, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    } finally {
+      await client.remove(id);
+    }
+  });
+
+  test("Exec honours user, and names a user that does not exist", async () => {
+    const { id } = await client.create({ image: testImages.busybox });
+    try {
+      await client.start(id);
+      assert.equal((await output(id, ["id", "-u"], { user: "nobody" })).stdout, "65534\n");
+      const missing = await output(id, ["id"], { user: "no-such-user" });
+      assert.match(missing.failed ?? "", /no-such-user/);
+    } finally {
+      await client.remove(id);
+    }
+  });
+
+  test("a Create that fails half-way leaves nothing behind", async () => {
+    const before = objectsLabelled("berth.managed=true");
+    // The network exists by the time the service's port is found invalid.
+    await assert.rejects(
+      client.create({
+        image: testImages.busybox,
+        services: [{ name: "web", image: testImages.web, ports: ["80:http"] }],
+      }),
+      expectCode(Status.INVALID_ARGUMENT, /port "80:http"/),
+    );
+    await assert.rejects(
+      client.create({ image: testImages.busybox, services: [{ name: "bad name!", image: testImages.web }] }),
+      expectCode(Status.INVALID_ARGUMENT, /not usable as a host name/),
+    );
+    await assert.rejects(
+      client.create({
+        image: testImages.busybox,
+        services: [{ name: "db", image: "berth-test/no-such-service:1" }],
+      }),
+      /berth-test\/no-such-service:1/,
+    );
+    assert.deepEqual(objectsLabelled("berth.managed=true"), before);
+  });
+
+  test("a missing image fails Create with a message naming it", async () => {
+    await assert.rejects(
+      client.create({ image: "berth-test/no-such-image:1" }),
+      /berth-test\/no-such-image:1/,
+    );
+  });
+
+  test("backend_options: unknown ones are named, privilege-widening ones refused unless allowed", async () => {
+    await assert.rejects(
+      client.create({ image: testImages.busybox, backendOptions: { gpus: "all" } }),
+      expectCode(
+        Status.INVALID_ARGUMENT,
+        /"gpus".*known: privileged, memory, cpus, network_mode, volumes, pull_policy/,
+      ),
+    );
+    await assert.rejects(
+      client.create({ image: testImages.busybox, backendOptions: { privileged: "true" } }),
+      expectCode(Status.PERMISSION_DENIED, /allowPrivileged/),
+    );
+    await assert.rejects(
+      client.create({ image: testImages.busybox, backendOptions: { volumes: "/etc:/host-etc" } }),
+      expectCode(Status.PERMISSION_DENIED, /allowedVolumes/),
+    );
+    await assert.rejects(
+      client.create({ image: testImages.busybox, backendOptions: { memory: "lots" } }),
+      expectCode(Status.INVALID_ARGUMENT, /memory="lots"/),
+    );
+  });
+
+  test("memory and cpus reach the container", async () => {
+    const { id } = await client.create({
+      image: testImages.busybox,
+      backendOptions: { memory: "256m", cpus: "0.5" },
+    });
+    try {
+      const inspect = JSON.parse(
+        execFileSync("docker", ["inspect", `berth-${id}`], { encoding: "utf8" }),
+      ) as {
+        HostConfig: { Memory: number; NanoCpus: number };
+      }[];
+      assert.equal(inspect[0].HostConfig.Memory, 256 * 1024 * 1024);
+      assert.equal(inspect[0].HostConfig.NanoCpus, 500_000_000);
+    } finally {
+      await client.remove(id);
+    }
+  });
+
+  test("IsHealthy reports a job container that died, with its exit code", async () => {
+    const v1 = v1Client(channel);
+    const { id } = await v1.create({ image: testImages.busybox });
+    try {
+      await v1.start(id);
+      assert.equal((await v1.raw.isHealthy({ environmentId: id })).wait, undefined);
+      execFileSync("docker", ["kill", `berth-${id}`]);
+      await assert.rejects(
+        v1.raw.isHealthy({ environmentId: id }),
+        expectCode(Status.FAILED_PRECONDITION, /job container is exited \(exit code 137/),
+      );
+    } finally {
+      await v1.remove(id);
+    }
+  });
+});

@@ -1,0 +1,668 @@
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join, posix } from "node:path";
+import type { Readable } from "node:stream";
+import Docker from "dockerode";
+import type { Logger } from "pino";
+import { pack } from "tar-stream";
+import type {
+  CreatedEnvironment,
+  Driver,
+  DriverCapabilities,
+  EnvironmentRef,
+  EnvironmentSpec,
+  ExecResult,
+  ExecSinks,
+  ExecSpec,
+  Layout,
+} from "../../src/driver.js";
+import { BerthError, Status, failedPrecondition, invalidArgument, notFound } from "../../src/errors.js";
+import { firstFileFromTar } from "../../src/tar-read.js";
+import { type JobOptions, parseJobOptions, portBindings } from "./job-options.js";
+import { demuxExecOutput, release } from "./demux.js";
+import { dockerError, engineMessage, isNotFound } from "./errors.js";
+import type { DockerOptions } from "./options.js";
+
+/** Labels on every object berth creates, so it can be found again. */
+export const labels = {
+  managed: "berth.managed",
+  environment: "berth.environment",
+  created: "berth.created",
+  role: "berth.role",
+} as const;
+
+/** Set in every command's environment so its processes can be found to cancel them. */
+const execMarker = "BERTH_EXEC_ID";
+
+/** The job container runs this instead of its image's entrypoint, so that Exec can run the steps (as act does). */
+const keepAlive = ["tail", "-f", "/dev/null"];
+
+/**
+ * Kills every process whose environment carries the marker: the exec API has
+ * no kill, so a second exec does it. Needs sh, tr and grep in the image.
+ */
+const killMarkedScript = `sig=$1; marker=$2
+for d in /proc/[0-9]*; do
+  if tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qx "$marker"; then kill -s "$sig" "\${d#/proc/}" 2>/dev/null; fi
+done`;
+
+/** How long a finished command's output may stay open (held by a background process) before berth stops waiting. */
+const outputDrainMs = 1000;
+
+const layoutPaths = {
+  rootPath: "/workspace",
+  actPath: "/var/run/act",
+  toolCachePath: "/opt/hostedtoolcache",
+  tempPath: "/tmp",
+};
+
+interface DockerEnvironment {
+  containerId: string;
+  network?: string;
+  serviceIds: { name: string; id: string }[];
+  imageEnv: Record<string, string>;
+}
+
+/**
+ * One bridge network, one job container and one container per service for
+ * every environment, on a Docker engine reached through dockerode.
+ */
+export class DockerDriver implements Driver {
+  private readonly docker: Docker;
+  private readonly where: string;
+  private engine = { os: "Linux", arch: "X64" };
+
+  constructor(
+    private readonly options: DockerOptions,
+    private readonly logger: Logger,
+  ) {
+    ({ docker: this.docker, where: this.where } = connect(options));
+  }
+
+  async provision(): Promise<void> {
+    try {
+      await this.docker.ping();
+      const info = (await this.docker.info()) as {
+        OSType?: string;
+        Architecture?: string;
+        ServerVersion?: string;
+      };
+      this.engine = { os: runnerOs(info.OSType), arch: runnerArch(info.Architecture) };
+      this.logger.info({ engine: this.where, version: info.ServerVersion }, "docker driver ready");
+    } catch (err) {
+      throw new BerthError(
+        Status.UNAVAILABLE,
+        `driver docker: provision: cannot reach the Docker engine at ${this.where}: ${engineMessage(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  capabilities(): DriverCapabilities {
+    return {
+      supportsServiceContainers: true,
+      managesOwnNetworking: true,
+      supportsDockerActions: false,
+      supportsLocalCopy: false,
+      globalLayout: this.layout(this.engine),
+    };
+  }
+
+  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+    const job = parseJobOptions(spec.backendOptions, this.options);
+    for (const service of spec.services) {
+      if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(service.name)) {
+        throw invalidArgument(
+          `service name "${service.name}" is not usable as a host name: use letters, digits, "_", "." and "-"`,
+        );
+      }
+    }
+    const image = spec.image || spec.labelArg;
+    if (!image) throw invalidArgument("the docker driver needs an image: set the job's container image");
+    const objectLabels = {
+      [labels.managed]: "true",
+      [labels.environment]: id,
+      [labels.created]: new Date().toISOString(),
+    };
+    const pullPolicy = spec.forcePull ? "always" : (job.pullPolicy ?? this.options.pullPolicy);
+    const imageInfo = await this.ensureImage(image, pullPolicy, spec.platform);
+    for (const service of spec.services) await this.ensureImage(service.image, pullPolicy, spec.platform);
+
+    let network: string | undefined;
+    if (job.networkMode === undefined) {
+      network = `berth-${id}`;
+      await this.docker
+        .createNetwork({ Name: network, Driver: "bridge", Labels: objectLabels, CheckDuplicate: true })
+        .catch((err: unknown) => {
+          throw dockerError(err, `create network ${network}`);
+        });
+    }
+    const serviceIds: DockerEnvironment["serviceIds"] = [];
+    for (const service of spec.services) {
+      const { exposed, bindings } = portBindings(service.ports, service.name);
+      const container = await this.docker
+        .createContainer({
+          name: `berth-${id}-${service.name}`,
+          Image: service.image,
+          Env: Object.entries(service.env).map(([k, v]) => `${k}=${v}`),
+          Labels: { ...objectLabels, [labels.role]: `service:${service.name}` },
+          ExposedPorts: exposed,
+          HostConfig: { NetworkMode: network ?? job.networkMode, PortBindings: bindings },
+          NetworkingConfig: network
+            ? { EndpointsConfig: { [network]: { Aliases: [service.name] } } }
+            : undefined,
+          platform: spec.platform || undefined,
+        })
+        .catch((err: unknown) => {
+          throw dockerError(err, `create service container ${service.name} (${service.image})`);
+        });
+      serviceIds.push({ name: service.name, id: container.id });
+    }
+    const container = await this.docker
+      .createContainer({
+        name: `berth-${id}`,
+        Image: image,
+        Entrypoint: keepAlive,
+        Cmd: [],
+        Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+        WorkingDir: spec.workingDir || undefined,
+        Labels: { ...objectLabels, [labels.role]: "job" },
+        HostConfig: {
+          Init: this.options.init,
+          NetworkMode: network ?? job.networkMode,
+          CapAdd: spec.capAdd,
+          CapDrop: spec.capDrop,
+          Privileged: job.privileged,
+          Memory: job.memoryBytes,
+          NanoCpus: job.nanoCpus,
+          Binds: job.binds,
+        },
+        platform: spec.platform || undefined,
+      })
+      .catch((err: unknown) => {
+        throw dockerError(err, `create job container (${image})`);
+      });
+    const state: DockerEnvironment = {
+      containerId: container.id,
+      network,
+      serviceIds,
+      imageEnv: envMap(imageInfo.Config?.Env ?? []),
+    };
+    return {
+      state,
+      layout: this.layout({ os: runnerOs(imageInfo.Os), arch: runnerArch(imageInfo.Architecture) }),
+    };
+  }
+
+  async start(
+    ref: EnvironmentRef,
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<{ imageEnv: Record<string, string> }> {
+    const env = this.state(ref);
+    for (const service of env.serviceIds) {
+      progress(`starting service ${service.name}`);
+      await startContainer(this.docker.getContainer(service.id), `service ${service.name}`);
+    }
+    for (const service of env.serviceIds) await this.waitHealthy(service, progress, signal);
+    progress("starting job container");
+    await startContainer(this.docker.getContainer(env.containerId), "job container");
+    return { imageEnv: env.imageEnv };
+  }
+
+  async exec(
+    ref: EnvironmentRef,
+    spec: ExecSpec,
+    sinks: ExecSinks,
+    signal: AbortSignal,
+  ): Promise<ExecResult> {
+    const container = this.docker.getContainer(this.state(ref).containerId);
+    const marker = `${execMarker}=${randomUUID()}`;
+    const exec = await container
+      .exec({
+        Cmd: spec.command,
+        Env: [...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), marker],
+        User: spec.user || undefined,
+        WorkingDir: spec.workdir || undefined,
+        AttachStdout: true,
+        AttachStderr: true,
+      })
+      .catch((err: unknown) => {
+        throw dockerError(err, "create exec in the job container");
+      });
+    const stream = await exec.start({ hijack: true, stdin: false }).catch((err: unknown) => {
+      throw dockerError(err, "start exec in the job container");
+    });
+
+    let killTimer: NodeJS.Timeout | undefined;
+    const kill = () => {
+      void this.killMarked(container, "TERM", marker);
+      killTimer = setTimeout(() => void this.killMarked(container, "KILL", marker), this.options.killGraceMs);
+    };
+    signal.addEventListener("abort", kill, { once: true });
+    // The stream ends when every holder of the output has gone; a background
+    // process may hold it long after the command itself exited.
+    const finishedRunning = this.whenExecEnds(exec, signal).then(() => delay(outputDrainMs));
+    void finishedRunning.then(() => stream.destroy());
+    try {
+      const { heldBack } = await demuxExecOutput(stream, sinks);
+      const { ExitCode: exitCode } = await waitForExitCode(exec);
+      if (signal.aborted) throw signal.reason;
+      if (heldBack !== undefined && (exitCode === 126 || exitCode === 127))
+        return { kind: "failed", message: heldBack };
+      release(heldBack, sinks.stdout);
+      if (exitCode === null) {
+        return { kind: "failed", message: "the Docker engine did not report an exit code for the command" };
+      }
+      return { kind: "exited", exitCode };
+    } finally {
+      clearTimeout(killTimer);
+      signal.removeEventListener("abort", kill);
+      stream.destroy();
+    }
+  }
+
+  async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void> {
+    // The request body is piped from the tar stream: if that fails (a refused
+    // entry, possibly before the upload even starts), the request must be
+    // aborted or it would wait for more body forever.
+    const upload = new AbortController();
+    tar.once("error", (err) => upload.abort(err));
+    const aborted = AbortSignal.any([signal, upload.signal]);
+    const container = this.docker.getContainer(this.state(ref).containerId);
+    await this.ensureDirectory(container, destPath);
+    aborted.throwIfAborted();
+    await container.putArchive(tar, { path: destPath, abortSignal: aborted }).catch((err: unknown) => {
+      throw aborted.aborted ? aborted.reason : dockerError(err, `copy into ${destPath}`);
+    });
+  }
+
+  async copyOut(ref: EnvironmentRef, srcPath: string): Promise<Readable> {
+    const container = this.docker.getContainer(this.state(ref).containerId);
+    try {
+      return (await container.getArchive({ path: srcPath })) as Readable;
+    } catch (err) {
+      if (isNotFound(err)) throw notFound(`${srcPath} does not exist in the job container`);
+      throw dockerError(err, `copy out ${srcPath}`);
+    }
+  }
+
+  async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
+    try {
+      return await firstFileFromTar(await this.copyOut(ref, path), maxBytes);
+    } catch (err) {
+      if (err instanceof BerthError && err.code === Status.NOT_FOUND) return undefined;
+      throw err;
+    }
+  }
+
+  async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
+    const env = this.state(ref);
+    let waitMs = 0;
+    for (const { name, id } of [
+      { name: "job container", id: env.containerId },
+      ...env.serviceIds.map((s) => ({ name: `service ${s.name}`, id: s.id })),
+    ]) {
+      const info = await this.docker
+        .getContainer(id)
+        .inspect()
+        .catch((err: unknown) => {
+          throw dockerError(err, `inspect ${name}`);
+        });
+      const state = info.State;
+      if (!state.Running) {
+        throw failedPrecondition(
+          `${name} is ${state.Status} (exit code ${state.ExitCode}${state.OOMKilled ? ", killed for running out of memory" : ""})`,
+        );
+      }
+      const health = (state as { Health?: { Status: string; Log?: { Output: string }[] } }).Health;
+      if (health?.Status === "starting") waitMs = 1000;
+      if (health?.Status === "unhealthy")
+        throw failedPrecondition(`${name} is unhealthy: ${lastHealthOutput(health)}`);
+    }
+    return { waitMs };
+  }
+
+  async remove(ref: EnvironmentRef): Promise<void> {
+    const filters = JSON.stringify({ label: [`${labels.environment}=${ref.id}`] });
+    const problems: string[] = [];
+    const attempt = async (what: string, action: () => Promise<unknown>) => {
+      try {
+        await action();
+      } catch (err) {
+        if (!isNotFound(err)) problems.push(`${what}: ${engineMessage(err)}`);
+      }
+    };
+    const containers = await this.docker.listContainers({ all: true, filters }).catch((err: unknown) => {
+      throw dockerError(err, "list the environment's containers");
+    });
+    await Promise.all(
+      containers.map((c) =>
+        attempt(`container ${c.Names[0] ?? c.Id}`, () =>
+          this.docker.getContainer(c.Id).remove({ force: true, v: true }),
+        ),
+      ),
+    );
+    const networks = await this.docker.listNetworks({ filters }).catch((err: unknown) => {
+      throw dockerError(err, "list the environment's networks");
+    });
+    for (const n of networks) await attempt(`network ${n.Name}`, () => this.docker.getNetwork(n.Id).remove());
+    const { Volumes: volumes } = await this.docker.listVolumes({ filters }).catch((err: unknown) => {
+      throw dockerError(err, "list the environment's volumes");
+    });
+    for (const v of volumes ?? [])
+      await attempt(`volume ${v.Name}`, () => this.docker.getVolume(v.Name).remove());
+    if (problems.length > 0) {
+      throw new BerthError(
+        Status.UNAVAILABLE,
+        `could not remove everything of environment ${ref.id}: ${problems.join("; ")}`,
+      );
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    // dockerode keeps no connections open between requests.
+  }
+
+  private state(ref: EnvironmentRef): DockerEnvironment {
+    return ref.state as DockerEnvironment;
+  }
+
+  private layout(platform: { os: string; arch: string }): Layout {
+    return {
+      ...layoutPaths,
+      pathVariableName: "PATH",
+      defaultPathVariable: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      pathSeparator: ":",
+      environmentCaseInsensitive: false,
+      ...platform,
+    };
+  }
+
+  /** Pulls the image as the policy says and returns its inspect data. */
+  private async ensureImage(
+    image: string,
+    policy: JobOptions["pullPolicy"] & string,
+    platform: string,
+  ): Promise<Docker.ImageInspectInfo> {
+    const reference = withDefaultTag(image);
+    const inspect = () => this.docker.getImage(reference).inspect();
+    if (policy !== "always") {
+      try {
+        return await inspect();
+      } catch (err) {
+        if (!isNotFound(err)) throw dockerError(err, `inspect image ${reference}`);
+        if (policy === "never") {
+          throw failedPrecondition(`image ${reference} is not on the Docker engine and pull_policy is never`);
+        }
+      }
+    }
+    await this.pull(reference, platform);
+    return inspect().catch((err: unknown) => {
+      throw dockerError(err, `inspect image ${reference}`);
+    });
+  }
+
+  private async pull(reference: string, platform: string): Promise<void> {
+    const log = this.logger.child({ image: reference });
+    log.info("pulling image");
+    const authconfig = await registryAuth(reference, this.options.dockerConfig);
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.pull(reference, { platform: platform || undefined, authconfig });
+    } catch (err) {
+      throw new BerthError(
+        isNotFound(err) ? Status.NOT_FOUND : Status.FAILED_PRECONDITION,
+        `cannot pull image ${reference}: ${engineMessage(err)}`,
+        { cause: err },
+      );
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null, events: { error?: string }[]) => {
+          const failure = err?.message ?? events.find((e) => e.error)?.error;
+          if (failure)
+            reject(new BerthError(Status.FAILED_PRECONDITION, `cannot pull image ${reference}: ${failure}`));
+          else resolve();
+        },
+        (event: { status?: string; id?: string; progress?: string }) =>
+          log.debug({ layer: event.id, status: event.status, progress: event.progress }, "pull progress"),
+      );
+    });
+    log.info("pulled image");
+  }
+
+  private async waitHealthy(
+    service: { name: string; id: string },
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const container = this.docker.getContainer(service.id);
+    const deadline = Date.now() + this.options.serviceHealthTimeoutMs;
+    let announced = false;
+    for (;;) {
+      const info = await container.inspect().catch((err: unknown) => {
+        throw dockerError(err, `inspect service ${service.name}`);
+      });
+      const health = (info.State as { Health?: { Status: string; Log?: { Output: string }[] } }).Health;
+      if (!info.State.Running) {
+        throw failedPrecondition(
+          `service ${service.name} exited with code ${info.State.ExitCode} while starting`,
+        );
+      }
+      if (!health || health.Status === "healthy") {
+        if (health) progress(`service ${service.name} is healthy`);
+        return;
+      }
+      if (health.Status === "unhealthy") {
+        throw failedPrecondition(`service ${service.name} is unhealthy: ${lastHealthOutput(health)}`);
+      }
+      if (Date.now() > deadline) {
+        throw failedPrecondition(
+          `service ${service.name} did not become healthy within ${this.options.serviceHealthTimeoutMs} ms; last health check said: ${lastHealthOutput(health)}`,
+        );
+      }
+      if (!announced) progress(`waiting for service ${service.name} to become healthy`);
+      announced = true;
+      await delay(500);
+      signal.throwIfAborted();
+    }
+  }
+
+  /**
+   * Creates destPath (and missing parents) in the container. Only the missing
+   * part is extracted, under the deepest existing ancestor, so existing
+   * symlinks such as /var/run -> /run are followed, not replaced.
+   */
+  private async ensureDirectory(container: Docker.Container, destPath: string): Promise<void> {
+    const missing: string[] = [];
+    let existing = posix.normalize(destPath);
+    while (existing !== "/") {
+      try {
+        // Resolves with the (empty) response stream: read it, or its socket stays busy for good.
+        const response = (await container.infoArchive({ path: existing })) as Readable;
+        response.resume();
+        break;
+      } catch (err) {
+        if (!isNotFound(err)) throw dockerError(err, `check ${existing} in the job container`);
+        missing.unshift(posix.basename(existing));
+        existing = posix.dirname(existing);
+      }
+    }
+    if (missing.length === 0) return;
+    const archive = pack();
+    for (let depth = 1; depth <= missing.length; depth++) {
+      archive.entry({ name: `${missing.slice(0, depth).join("/")}/`, type: "directory", mode: 0o755 });
+    }
+    archive.finalize();
+    await container.putArchive(archive as unknown as Readable, { path: existing }).catch((err: unknown) => {
+      throw dockerError(err, `create ${destPath} in the job container`);
+    });
+  }
+
+  private async killMarked(
+    container: Docker.Container,
+    signal: "TERM" | "KILL",
+    marker: string,
+  ): Promise<void> {
+    try {
+      const exec = await container.exec({
+        Cmd: ["sh", "-c", killMarkedScript, "sh", signal, marker],
+        User: "0",
+      });
+      // A detached start still answers with a response stream: read it so its socket is freed.
+      const response = (await exec.start({ Detach: true })) as unknown as Readable;
+      response.resume();
+    } catch (err) {
+      this.logger.warn(
+        { err: engineMessage(err) },
+        "could not signal a cancelled command (the image needs sh, tr and grep)",
+      );
+    }
+  }
+
+  /** Resolves once the exec's main process has exited (or the call is cancelled). */
+  private async whenExecEnds(exec: Docker.Exec, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      await delay(250);
+      if (signal.aborted) return;
+      const info = await exec.inspect().catch(() => ({ Running: false }));
+      if (!info.Running) return;
+    }
+  }
+}
+
+async function startContainer(container: Docker.Container, what: string): Promise<void> {
+  try {
+    await container.start();
+  } catch (err) {
+    // 304: already started (a retried Start).
+    if ((err as { statusCode?: number }).statusCode !== 304) throw dockerError(err, `start ${what}`);
+  }
+}
+
+/** The exit code once the engine has it (it can lag the end of the output stream a little). */
+async function waitForExitCode(exec: Docker.Exec): Promise<{ ExitCode: number | null }> {
+  for (let attempt = 0; ; attempt++) {
+    const info = await exec.inspect().catch((err: unknown) => {
+      throw dockerError(err, "inspect exec");
+    });
+    if (!info.Running || attempt >= 40) return { ExitCode: info.ExitCode };
+    await delay(50);
+  }
+}
+
+function lastHealthOutput(health: { Log?: { Output: string }[] }): string {
+  return health.Log?.at(-1)?.Output.trim() || "(no output)";
+}
+
+function envMap(entries: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const entry of entries) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
+}
+
+/** `busybox` means `busybox:latest`; without a tag the engine would pull every tag. */
+export function withDefaultTag(image: string): string {
+  const lastComponent = image.slice(image.lastIndexOf("/") + 1);
+  return lastComponent.includes(":") || lastComponent.includes("@") ? image : `${image}:latest`;
+}
+
+/** Credentials for the image's registry from the Docker config file's `auths`, if any. */
+async function registryAuth(reference: string, configPath?: string): Promise<object | undefined> {
+  const file = configPath ?? join(process.env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
+  let config: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
+  try {
+    config = JSON.parse(await readFile(file, "utf8")) as typeof config;
+  } catch {
+    return undefined;
+  }
+  const first = reference.split("/")[0];
+  const registry =
+    reference.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")
+      ? first
+      : "docker.io";
+  const candidates =
+    registry === "docker.io"
+      ? ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
+      : [registry, `https://${registry}`];
+  const entry = candidates.map((key) => config.auths?.[key]).find(Boolean);
+  if (!entry) return undefined;
+  const [username, password] = entry.auth
+    ? Buffer.from(entry.auth, "base64").toString().split(/:(.*)/s)
+    : [entry.username, entry.password];
+  return { username, password, serveraddress: registry };
+}
+
+function connect(options: DockerOptions): { docker: Docker; where: string } {
+  if (!options.host) {
+    return { docker: new Docker(), where: process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock" };
+  }
+  const url = new URL(options.host);
+  if (url.protocol === "unix:")
+    return { docker: new Docker({ socketPath: url.pathname }), where: options.host };
+  if (url.protocol === "ssh:") {
+    return {
+      docker: new Docker({
+        protocol: "ssh",
+        host: url.hostname,
+        port: Number(url.port || 22),
+        username: url.username || undefined,
+      }),
+      where: options.host,
+    };
+  }
+  if (url.protocol === "tcp:" || url.protocol === "http:" || url.protocol === "https:") {
+    const tls = options.certPath !== undefined || url.protocol === "https:";
+    return {
+      docker: new Docker({
+        host: url.hostname,
+        port: Number(url.port || (tls ? 2376 : 2375)),
+        protocol: tls ? "https" : "http",
+        ...(options.certPath
+          ? {
+              ca: readFileSyncSafe(join(options.certPath, "ca.pem")),
+              cert: readFileSyncSafe(join(options.certPath, "cert.pem")),
+              key: readFileSyncSafe(join(options.certPath, "key.pem")),
+            }
+          : {}),
+      }),
+      where: options.host,
+    };
+  }
+  throw invalidArgument(`driver docker: option "host": ${options.host} is not unix://, tcp:// or ssh://`);
+}
+
+function readFileSyncSafe(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw invalidArgument(`driver docker: cannot read TLS file ${path}: ${engineMessage(err)}`);
+  }
+}
+
+function runnerOs(os: string | undefined): string {
+  return { linux: "Linux", windows: "Windows", darwin: "macOS" }[os ?? "linux"] ?? os ?? "Linux";
+}
+
+function runnerArch(arch: string | undefined): string {
+  const known: Record<string, string> = {
+    amd64: "X64",
+    x86_64: "X64",
+    arm64: "ARM64",
+    aarch64: "ARM64",
+    arm: "ARM",
+    "386": "X86",
+  };
+  return known[arch ?? "amd64"] ?? arch ?? "X64";
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,45 @@
+import { BerthError, Status, messageOf } from "../../src/errors.js";
+
+interface DockerodeError {
+  statusCode?: number;
+  code?: string;
+  json?: { message?: string } | null;
+  reason?: string;
+}
+
+/** The engine's own words for an error, without dockerode's "(HTTP code …)" wrapping. */
+export function engineMessage(err: unknown): string {
+  const { json } = (err ?? {}) as DockerodeError;
+  return (json?.message ?? messageOf(err)).replace(/^\(HTTP code \d+\) [^-]*- /, "").trim();
+}
+
+export function isNotFound(err: unknown): boolean {
+  return (err as DockerodeError | undefined)?.statusCode === 404;
+}
+
+/** Translates a Docker engine (or connection) error into a BerthError saying what berth was doing. */
+export function dockerError(err: unknown, doing: string): BerthError {
+  if (err instanceof BerthError) return err;
+  const { statusCode, code } = (err ?? {}) as DockerodeError;
+  const message = `${doing}: ${engineMessage(err)}`;
+  if (statusCode === undefined && code !== undefined) {
+    return new BerthError(
+      Status.UNAVAILABLE,
+      `${doing}: cannot reach the Docker engine (${code}): ${messageOf(err)}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  const status =
+    statusCode === 404
+      ? Status.NOT_FOUND
+      : statusCode === 409
+        ? Status.FAILED_PRECONDITION
+        : statusCode === 400
+          ? Status.INVALID_ARGUMENT
+          : statusCode === 401 || statusCode === 403
+            ? Status.PERMISSION_DENIED
+            : Status.UNKNOWN;
+  return new BerthError(status, message, { cause: err });
+}
