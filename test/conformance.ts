@@ -407,6 +407,19 @@ export function conformanceSuite(target: ConformanceTarget): void {
         });
 
         if (generation === "v1") {
+          test("v1 Create's env reaches every command, under the Exec's own env", async (t) => {
+            const { id } = await client().create({
+              image: target.image,
+              env: ["FROM_CREATE=1", "BOTH=create"],
+            });
+            t.after(() => client().remove(id));
+            await client().start(id);
+            const result = await run(client(), id, ["sh", "-c", 'echo "$FROM_CREATE $BOTH"'], {
+              env: { BOTH: "exec" },
+            });
+            assert.equal(result.stdout, "1 exec\n");
+          });
+
           test("IsHealthy answers for a running environment and errors for an unknown one", async (t) => {
             const id = await environment(t);
             const healthy = await clients.v1!.raw.isHealthy({ environmentId: id });

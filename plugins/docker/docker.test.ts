@@ -1,11 +1,19 @@
 /** What only the docker driver does: services, health checks, cleanup, options, users, through a real engine. */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Status } from "nice-grpc";
 import { openChannel, v1Client, v1alphaClient } from "../../src/client.js";
-import { type DaemonProcess, startDaemon } from "../../test/support/daemon-process.js";
+import {
+  type DaemonProcess,
+  startDaemon,
+  startDaemonExpectingFailure,
+} from "../../test/support/daemon-process.js";
 import { dockerTestOptions, ensureTestImages, testImages } from "../../test/support/docker-images.js";
+import { registryAuth } from "./driver.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();
@@ -182,6 +190,39 @@ describe("docker driver", docker, () => {
     );
   });
 
+  test("cap_add, cap_drop, and a service's env and ports reach the containers", async () => {
+    const { environmentId: id } = await client.raw.create({
+      image: testImages.busybox,
+      capAdd: ["SYS_PTRACE"],
+      capDrop: ["NET_RAW"],
+      services: [
+        { name: "web", image: testImages.web, env: { GREETING: "hi" }, ports: ["127.0.0.1:0:80", "53/udp"] },
+      ],
+    });
+    try {
+      const inspect = (name: string) =>
+        (
+          JSON.parse(execFileSync("docker", ["inspect", name], { encoding: "utf8" })) as {
+            HostConfig: {
+              CapAdd: string[];
+              CapDrop: string[];
+              PortBindings: Record<string, { HostIp: string }[]>;
+            };
+            Config: { Env: string[] };
+          }[]
+        )[0];
+      const job = inspect(`berth-${id}`);
+      assert.deepEqual(job.HostConfig.CapAdd, ["SYS_PTRACE"]);
+      assert.deepEqual(job.HostConfig.CapDrop, ["NET_RAW"]);
+      const web = inspect(`berth-${id}-web`);
+      assert.ok(web.Config.Env.includes("GREETING=hi"));
+      assert.deepEqual(Object.keys(web.HostConfig.PortBindings).sort(), ["53/udp", "80/tcp"]);
+      assert.equal(web.HostConfig.PortBindings["80/tcp"][0].HostIp, "127.0.0.1");
+    } finally {
+      await client.remove(id);
+    }
+  });
+
   test("memory and cpus reach the container", async () => {
     const { id } = await client.create({
       image: testImages.busybox,
@@ -213,6 +254,55 @@ describe("docker driver", docker, () => {
       );
     } finally {
       await v1.remove(id);
+    }
+  });
+});
+
+describe("docker driver without an engine", () => {
+  test("provisioning names the engine it cannot reach, and berth does not start", async () => {
+    const { code, stderr } = await startDaemonExpectingFailure([
+      "--backend",
+      "docker",
+      "--backend-opt",
+      "host=unix:///nonexistent/docker.sock",
+    ]);
+    assert.notEqual(code, 0);
+    assert.match(
+      stderr,
+      /driver docker: provision: cannot reach the Docker engine at unix:\/\/\/nonexistent\/docker\.sock/,
+    );
+  });
+});
+
+describe("registry credentials", () => {
+  test("come from the Docker config file's auths, by registry", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-docker-config-"));
+    try {
+      const file = join(dir, "config.json");
+      const auth = (user: string, password: string) => Buffer.from(`${user}:${password}`).toString("base64");
+      await writeFile(
+        file,
+        JSON.stringify({
+          auths: {
+            "registry.example:5000": { auth: auth("ci", "p:ss") },
+            "https://index.docker.io/v1/": { auth: auth("hub-user", "hub-token") },
+          },
+        }),
+      );
+      assert.deepEqual(await registryAuth("registry.example:5000/team/app:1", file), {
+        username: "ci",
+        password: "p:ss",
+        serveraddress: "registry.example:5000",
+      });
+      assert.deepEqual(await registryAuth("library/node:24", file), {
+        username: "hub-user",
+        password: "hub-token",
+        serveraddress: "docker.io",
+      });
+      assert.equal(await registryAuth("other.example/app:1", file), undefined);
+      assert.equal(await registryAuth("app:1", join(dir, "missing.json")), undefined);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -575,7 +575,7 @@ export function withDefaultTag(image: string): string {
 }
 
 /** Credentials for the image's registry from the Docker config file's `auths`, if any. */
-async function registryAuth(reference: string, configPath?: string): Promise<object | undefined> {
+export async function registryAuth(reference: string, configPath?: string): Promise<object | undefined> {
   const file = configPath ?? join(process.env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
   let config: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
   try {
