@@ -527,7 +527,7 @@ export class DockerDriver implements Driver {
   /** Resolves once the exec's main process has exited (or the call is cancelled). */
   private async whenExecEnds(exec: Docker.Exec, signal: AbortSignal): Promise<void> {
     for (;;) {
-      await delay(250);
+      await delay(1000);
       if (signal.aborted) return;
       const info = await exec.inspect().catch(() => ({ Running: false }));
       if (!info.Running) return;
