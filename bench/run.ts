@@ -1,15 +1,15 @@
 /**
  * berth benchmark: what the daemon costs compared with doing the same work
- * directly on this machine, measured in one run. See bench/README.md.
+ * directly on this machine, measured in one run: the host driver, then the
+ * Docker driver when an engine answers (bench/docker.ts). See bench/README.md.
  *
  *   npm run bench              # 1 GiB payloads
  *   npm run bench -- --quick   # 256 MiB payloads (or BENCH_QUICK=1)
  *
  * Prints a table and writes bench/results.json. Nothing here asserts timing.
  */
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -17,8 +17,30 @@ import { fileURLToPath } from "node:url";
 import { openChannel, v1alphaClient } from "../src/client.js";
 import { packTree } from "../src/tar-pack.js";
 import { startDaemon } from "../test/support/daemon-process.js";
+import {
+  type DockerReport,
+  dockerSummaryLines,
+  dockerTableRows,
+  dockerUnavailable,
+  measureDocker,
+} from "./docker.js";
+import {
+  MiB,
+  berthMeter,
+  cleanup,
+  cleanupMark,
+  defer,
+  formatTable,
+  latencySummary,
+  ownPeakRss,
+  round,
+  runDirect,
+  sync,
+  throughputSummary,
+  timed,
+  toMiB,
+} from "./util.js";
 
-const MiB = 1024 * 1024;
 const quick = process.argv.includes("--quick") || process.env.BENCH_QUICK === "1";
 const bigBytes = quick ? 256 * MiB : 1024 * MiB;
 const latencyWarmup = 20;
@@ -37,51 +59,6 @@ const smallFileCount = 1000;
 const daemonArgs = ["--backend", "host", "--backend-opt", "isolation=bwrap", "--log-level", "info"];
 
 const resultsPath = fileURLToPath(new URL("../../bench/results.json", import.meta.url));
-
-// ---------------------------------------------------------------- helpers
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** MB/s with MB = 10^6 bytes. */
-function mbPerS(bytes: number, seconds: number): number {
-  return bytes / 1e6 / seconds;
-}
-
-const round = (value: number, digits = 2) => Number(value.toFixed(digits));
-const toMiB = (bytes: number) => round(bytes / MiB, 1);
-
-async function timed(fn: () => Promise<void>): Promise<number> {
-  const started = performance.now();
-  await fn();
-  return (performance.now() - started) / 1000;
-}
-
-/** Spawns a command directly; resolves when it has exited and its pipes are closed. */
-function runDirect(command: string, args: string[], onStdout?: (chunk: Buffer) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
-    if (onStdout) child.stdout.on("data", onStdout);
-    else child.stdout.resume();
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-2000)));
-    child.once("error", reject);
-    child.once("close", (code, signal) =>
-      code === 0
-        ? resolve()
-        : reject(new Error(`${command} ${args.join(" ")} failed (${code ?? signal}): ${stderr}`)),
-    );
-  });
-}
-
-const sync = () => runDirect("sync", []);
 
 /** The baseline for both copy directions: GNU tar packing into GNU tar extracting, through a pipe. */
 const tarPipe = (src: string, dst: string) =>
@@ -109,46 +86,8 @@ async function makeTree(dir: string): Promise<{ bytes: number; files: number }> 
   return { bytes, files: smallFileCount + 1 };
 }
 
-/** Peak RSS of this (the benchmark) process. */
-async function ownPeakRss(): Promise<number> {
-  const status = await readFile("/proc/self/status", "utf8");
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-}
-
-/** CPU seconds used so far by a process (utime + stime; USER_HZ is 100 on Linux). */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** Times berth calls and adds up the CPU they cost in the daemon and in this (client) process. */
-function berthMeter(daemonPid: number) {
-  let daemonCpu = 0;
-  let clientCpu = 0;
-  let runs = 0;
-  return {
-    async time(fn: () => Promise<void>): Promise<number> {
-      const [daemonBefore, clientBefore] = [await cpuSeconds(daemonPid), await cpuSeconds(process.pid)];
-      const seconds = await timed(fn);
-      daemonCpu += (await cpuSeconds(daemonPid)) - daemonBefore;
-      clientCpu += (await cpuSeconds(process.pid)) - clientBefore;
-      runs++;
-      return seconds;
-    },
-    /** Average CPU seconds per call. */
-    cpu: () => ({ daemonS: round(daemonCpu / runs, 3), clientS: round(clientCpu / runs, 3) }),
-  };
-}
-
 // ---------------------------------------------------------------- run
 
-const cleanups: (() => Promise<unknown>)[] = [];
-async function cleanup(): Promise<void> {
-  while (cleanups.length > 0) {
-    await cleanups.pop()!().catch((err: unknown) => console.error("cleanup:", err));
-  }
-}
 process.once("SIGINT", () => {
   console.error("interrupted; cleaning up");
   void cleanup().finally(() => process.exit(130));
@@ -158,22 +97,24 @@ async function main(): Promise<void> {
   const started = performance.now();
   const loadAtStart = os.loadavg();
   const tmp = await mkdtemp(join(os.tmpdir(), "berth-bench-"));
-  cleanups.push(() => rm(tmp, { recursive: true, force: true }));
+  defer(() => rm(tmp, { recursive: true, force: true }));
   const srcDir = join(tmp, "src");
   await mkdir(srcDir);
   console.error(`creating the tree (${toMiB(bigBytes)} MiB file + ${smallFileCount} small files) in ${tmp}`);
   const tree = await makeTree(srcDir);
+  /** The host part's daemon, channel and environment are undone down to here; the tree stays for the Docker part. */
+  const hostMark = cleanupMark();
 
   const daemon = await startDaemon(daemonArgs);
   let daemonExit: number | null | undefined;
-  cleanups.push(async () => {
+  defer(async () => {
     daemonExit = await daemon.stop();
   });
   const channel = openChannel(daemon.address);
-  cleanups.push(() => Promise.resolve(channel.close()));
+  defer(() => Promise.resolve(channel.close()));
   const client = v1alphaClient(channel);
   const { id, layout } = await client.create({});
-  cleanups.push(() => client.remove(id));
+  defer(() => client.remove(id));
   await client.start(id);
   const rootPath = layout!.rootPath;
 
@@ -263,19 +204,32 @@ async function main(): Promise<void> {
     if (received !== bigBytes) throw new Error(`head delivered ${received} bytes, not ${bigBytes}`);
   }
 
-  // ---- tear down (remove, close, stop, delete) before reporting
-  await cleanup();
+  // ---- tear down the host part (remove, close, stop) before the Docker part
+  await cleanup(hostMark);
   const daemonLog = daemon.log();
+  const benchProcessPeakRss = await ownPeakRss();
 
-  const latency = (sorted: number[]) => ({
-    p50Ms: round(percentile(sorted, 50), 3),
-    p99Ms: round(percentile(sorted, 99), 3),
-    meanMs: round(sorted.reduce((a, b) => a + b, 0) / sorted.length, 3),
-  });
-  const throughput = (bytes: number, seconds: number[]) => ({
-    mbPerS: round(mbPerS(bytes, median(seconds)), 1),
-    seconds: seconds.map((s) => round(s, 3)),
-  });
+  // ---- the Docker driver, when an engine answers; it reuses the tree
+  let docker: DockerReport;
+  const unavailable = await dockerUnavailable();
+  if (unavailable !== undefined) {
+    console.error(`docker: skipped: ${unavailable}`);
+    docker = { skipped: true, reason: unavailable };
+  } else {
+    try {
+      docker = await measureDocker({ srcDir, tree, bigBytes, throughputRuns });
+    } catch (err) {
+      console.error("docker part failed:", err);
+      docker = { skipped: false, error: err instanceof Error ? err.message : String(err) };
+      process.exitCode = 1;
+    }
+  }
+
+  // ---- delete the tree before reporting
+  await cleanup();
+
+  const latency = latencySummary;
+  const throughput = throughputSummary;
   const results = {
     execLatency: {
       command: ["true"],
@@ -306,7 +260,7 @@ async function main(): Promise<void> {
       peakRssMiB: toMiB(memoryAfter.peak),
       growthMiB: toMiB(memoryAfter.peak - memoryBefore.current),
     },
-    benchProcessPeakRssMiB: toMiB(await ownPeakRss()),
+    benchProcessPeakRssMiB: toMiB(benchProcessPeakRss),
     daemonExitCode: daemonExit ?? null,
     daemonDebugLines: daemonLog.split("\n").filter((line) => line.includes('"level":20')).length,
   };
@@ -339,6 +293,7 @@ async function main(): Promise<void> {
     },
     results,
     ratios,
+    docker,
   };
   await writeFile(resultsPath, `${JSON.stringify(report, null, 2)}\n`);
 
@@ -348,8 +303,16 @@ async function main(): Promise<void> {
   const cpu = (c: { daemonS: number; clientS: number }) =>
     `${c.daemonS.toFixed(1)} + ${c.clientS.toFixed(1)} s`;
   const ms = (value: number) => `${value.toFixed(2)} ms`;
-  const rows: string[][] = [
-    ["measurement", "berth", "baseline", "baseline is", "ratio", "berth CPU/run: daemon + client"],
+  const header = [
+    "measurement",
+    "berth",
+    "baseline",
+    "baseline is",
+    "ratio",
+    "berth CPU/run: daemon + client",
+  ];
+  const rows: (string[] | string)[] = [
+    "host (berth --backend host, isolation=bwrap, vs the same work done directly)",
     [
       "exec `true` p50",
       ms(r.execLatency.berth.p50Ms),
@@ -391,22 +354,18 @@ async function main(): Promise<void> {
       cpu(r.copy.copyOut.cpuPerRun),
     ],
   ];
-  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
-  const line = (row: string[]) =>
-    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join("   ");
   const m = r.daemonMemory;
   console.log(
     [
       `berth benchmark  ${report.measuredAt}  node ${report.node}  ${report.machine.cpus} CPUs  ${report.machine.memGiB} GiB RAM`,
       "latency ratio = berth/baseline (higher is slower); throughput ratio = berth MB/s / baseline MB/s (lower is slower)",
       "",
-      line(rows[0]),
-      widths.map((w) => "-".repeat(w)).join("   "),
-      ...rows.slice(1).map(line),
+      ...formatTable(header, [...rows, "", ...dockerTableRows(docker, bigBytes)]),
       "",
       `daemon RSS around the ${size} copies: ${m.baselineRssMiB} MiB before, peak ${m.peakRssMiB} MiB (+${m.growthMiB} MiB)` +
         (m.peakReset ? "" : " [VmHWM could not be reset: the peak covers the daemon's whole life]"),
       `benchmark process peak RSS: ${r.benchProcessPeakRssMiB} MiB`,
+      ...dockerSummaryLines(docker, bigBytes),
       `MB = 10^6 bytes; throughput is the median of ${throughputRuns} runs; latency over ${latencyIterations} runs; ` +
         `load average ${report.machine.loadAvg1m.atStart} at start, ${report.machine.loadAvg1m.atEnd} at end; took ${report.config.durationS} s`,
       `written to ${resultsPath}`,
