@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
@@ -19,6 +18,8 @@ import type {
   Layout,
 } from "../../src/driver.js";
 import { BerthError, Status, failedPrecondition, invalidArgument, notFound } from "../../src/errors.js";
+import { killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
+import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
 import { type JobOptions, parseJobOptions, portBindings } from "./job-options.js";
 import { demuxExecOutput, release } from "./demux.js";
@@ -33,20 +34,8 @@ export const labels = {
   role: "berth.role",
 } as const;
 
-/** Set in every command's environment so its processes can be found to cancel them. */
-const execMarker = "BERTH_EXEC_ID";
-
 /** The job container runs this instead of its image's entrypoint, so that Exec can run the steps (as act does). */
 const keepAlive = ["tail", "-f", "/dev/null"];
-
-/**
- * Kills every process whose environment carries the marker: the exec API has
- * no kill, so a second exec does it. Needs sh, tr and grep in the image.
- */
-const killMarkedScript = `sig=$1; marker=$2
-for d in /proc/[0-9]*; do
-  if tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qx "$marker"; then kill -s "$sig" "\${d#/proc/}" 2>/dev/null; fi
-done`;
 
 /** How long a finished command's output may stay open (held by a background process) before berth stops waiting. */
 const outputDrainMs = 1000;
@@ -219,7 +208,7 @@ export class DockerDriver implements Driver {
     signal: AbortSignal,
   ): Promise<ExecResult> {
     const container = this.docker.getContainer(this.state(ref).containerId);
-    const marker = `${execMarker}=${randomUUID()}`;
+    const marker = newExecMarker();
     const exec = await container
       .exec({
         Cmd: spec.command,
@@ -645,22 +634,6 @@ function readFileSyncSafe(path: string): Buffer {
   } catch (err) {
     throw invalidArgument(`driver docker: cannot read TLS file ${path}: ${engineMessage(err)}`);
   }
-}
-
-function runnerOs(os: string | undefined): string {
-  return { linux: "Linux", windows: "Windows", darwin: "macOS" }[os ?? "linux"] ?? os ?? "Linux";
-}
-
-function runnerArch(arch: string | undefined): string {
-  const known: Record<string, string> = {
-    amd64: "X64",
-    x86_64: "X64",
-    arm64: "ARM64",
-    aarch64: "ARM64",
-    arm: "ARM",
-    "386": "X86",
-  };
-  return known[arch ?? "amd64"] ?? arch ?? "X64";
 }
 
 function delay(ms: number): Promise<void> {

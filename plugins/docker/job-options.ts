@@ -1,5 +1,6 @@
 import { isAbsolute, posix } from "node:path";
 import { invalidArgument, permissionDenied } from "../../src/errors.js";
+import { parsePortSpec } from "../../src/service-ports.js";
 import type { DockerOptions } from "./options.js";
 
 /** What a job may ask of the docker driver through backend_options. */
@@ -128,14 +129,7 @@ export function portBindings(
 ): { exposed: Record<string, object>; bindings: Record<string, { HostIp?: string; HostPort: string }[]> } {
   const exposed: Record<string, object> = {};
   const bindings: Record<string, { HostIp?: string; HostPort: string }[]> = {};
-  for (const spec of ports) {
-    const match = /^(?:(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):)?(\d+)(?:\/(tcp|udp|sctp))?$/.exec(spec);
-    if (!match) {
-      throw invalidArgument(
-        `service ${service}: port "${spec}" is not PORT, HOSTPORT:PORT or IP:HOSTPORT:PORT, optionally /udp`,
-      );
-    }
-    const [, hostIp, hostPort, containerPort, protocol = "tcp"] = match;
+  for (const { hostIp, hostPort, containerPort, protocol } of ports.map((p) => parsePortSpec(p, service))) {
     const key = `${containerPort}/${protocol}`;
     exposed[key] = {};
     (bindings[key] ??= []).push({ ...(hostIp ? { HostIp: hostIp } : {}), HostPort: hostPort ?? "" });

@@ -33,6 +33,7 @@ import { extractTar } from "./extract.js";
 import type { HostOptions } from "./options.js";
 import { assertContained, isInside, toRealPath } from "./paths.js";
 import { signalProcessTree } from "./process-tree.js";
+import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -369,8 +370,8 @@ export class HostDriver implements Driver {
       defaultPathVariable: process.env.PATH ?? defaultPath,
       pathSeparator: delimiter,
       environmentCaseInsensitive: false,
-      os: runnerOs(),
-      arch: runnerArch(),
+      os: runnerOs(process.platform),
+      arch: runnerArch(process.arch),
     };
   }
 
@@ -454,14 +455,4 @@ async function realpathOrNotFound(path: string): Promise<string> {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
-function runnerOs(): string {
-  return (
-    { linux: "Linux", darwin: "macOS", win32: "Windows" }[process.platform as string] ?? process.platform
-  );
-}
-
-function runnerArch(): string {
-  return { x64: "X64", arm64: "ARM64", arm: "ARM", ia32: "X86" }[process.arch as string] ?? process.arch;
 }
