@@ -236,7 +236,7 @@ export function conformanceSuite(target: ConformanceTarget): void {
           const countSleeps = [
             "sh",
             "-c",
-            'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "sleep 1001[.]137" || true',
+            'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " 2>/dev/null < $f; echo; done | grep -c "sleep 1001[.]137" || true',
           ];
           const gone = await eventually(
             async () => (await run(client(), id, countSleeps)).stdout.trim() === "0",

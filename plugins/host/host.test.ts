@@ -146,7 +146,7 @@ describe("host driver with bubblewrap", () => {
       const count = [
         "sh",
         "-c",
-        'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f 2>/dev/null; echo; done | grep -c "sleep 1002[.]731" || true',
+        'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " 2>/dev/null < $f; echo; done | grep -c "sleep 1002[.]731" || true',
       ];
       assert.equal(
         (await stdoutOf(client, id, count)).stdout.trim(),
