@@ -1,5 +1,6 @@
 import { dockerDriverFactory } from "../plugins/docker/index.js";
 import { hostDriverFactory } from "../plugins/host/index.js";
+import { kubernetesDriverFactory } from "../plugins/kubernetes/index.js";
 import type { DriverFactory } from "./driver.js";
 import { invalidArgument } from "./errors.js";
 
@@ -14,6 +15,7 @@ function register<Options>(factory: DriverFactory<Options>): RegisteredFactory {
 const builtInDrivers: readonly RegisteredFactory[] = [
   register(hostDriverFactory),
   register(dockerDriverFactory),
+  register(kubernetesDriverFactory),
 ];
 
 export function driverNames(): string[] {

@@ -21,6 +21,13 @@ export interface ConformanceTarget {
   generations: Generation[];
   /** Bytes for the big output and copy tests (the acceptance floor is 256 MiB). */
   bigBytes?: number;
+  /**
+   * How much the daemon's peak RSS may exceed its RSS before a big output or
+   * copy, in MiB (default 96). The figure is mostly garbage the collector has
+   * not yet taken back, so it depends on how many buffers a driver's path
+   * allocates, not on the size of the data.
+   */
+  memoryBudgetMiB?: number;
   /** Why the suite cannot run here (e.g. no Docker engine), or false. */
   skip?: string | false;
 }
@@ -84,6 +91,7 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
 
 export function conformanceSuite(target: ConformanceTarget): void {
   const bigBytes = target.bigBytes ?? 256 * MiB;
+  const memoryBudget = (target.memoryBudgetMiB ?? 96) * MiB;
   for (const generation of target.generations) {
     describe(
       `conformance: ${target.driver} driver over plugin.${generation}`,
@@ -262,7 +270,7 @@ export function conformanceSuite(target: ConformanceTarget): void {
           const { peak } = await daemon.memory();
           const growth = `daemon memory grew by ${((peak - before.current) / MiB).toFixed(1)} MiB`;
           t.diagnostic(growth);
-          assert.ok(peak - before.current < 96 * MiB, growth);
+          assert.ok(peak - before.current < memoryBudget, growth);
         });
 
         test(`a ${bigBytes / MiB} MiB CopyIn and CopyOut round trip keeps the content, in bounded daemon memory`, async (t) => {
@@ -278,7 +286,7 @@ export function conformanceSuite(target: ConformanceTarget): void {
           const { peak } = await daemon.memory();
           const growth = `daemon memory grew by ${((peak - before.current) / MiB).toFixed(1)} MiB`;
           t.diagnostic(growth);
-          assert.ok(peak - before.current < 96 * MiB, growth);
+          assert.ok(peak - before.current < memoryBudget, growth);
         });
 
         test("CopyIn then CopyOut preserves the tree, modes and symlinks, named as docker cp names them", async (t) => {
@@ -444,7 +452,15 @@ export function conformanceSuite(target: ConformanceTarget): void {
         if (generation === "v1alpha") {
           test("an environment past its environment_timeout is removed", async () => {
             const { id } = await client().create({ image: target.image, timeoutMs: 1500 });
-            await client().start(id);
+            // The timeout counts from Create: a backend that boots slower than that is removed while it starts.
+            await client()
+              .start(id)
+              .catch((err: { code?: Status; details?: string }) => {
+                assert.ok(
+                  err.code === Status.ABORTED || err.code === Status.NOT_FOUND,
+                  `Start failed otherwise: ${err.code} ${err.details}`,
+                );
+              });
             const removed = await eventually(
               () =>
                 client()

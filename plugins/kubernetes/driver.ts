@@ -1,0 +1,821 @@
+import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { posix } from "node:path";
+import { PassThrough, type Readable, Writable } from "node:stream";
+import {
+  AuthorizationV1Api,
+  type CoreV1Event,
+  CoreV1Api,
+  KubeConfig,
+  type V1OwnerReference,
+  type V1Pod,
+  type V1PodSpec,
+  VersionApi,
+  Watch,
+} from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { parse as parseYaml } from "yaml";
+import type {
+  CreatedEnvironment,
+  Driver,
+  DriverCapabilities,
+  EnvironmentRef,
+  EnvironmentSpec,
+  ExecResult,
+  ExecSinks,
+  ExecSpec,
+  Layout,
+} from "../../src/driver.js";
+import {
+  BerthError,
+  Status,
+  failedPrecondition,
+  invalidArgument,
+  messageOf,
+  notFound,
+  permissionDenied,
+} from "../../src/errors.js";
+import { execMarkerVariable, killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
+import { runnerArch, runnerOs } from "../../src/runner-platform.js";
+import { firstFileFromTar } from "../../src/tar-read.js";
+import { type ExecEnd, type ExecStreams, openExec } from "./exec-socket.js";
+import { isNotFound, kubernetesError } from "./errors.js";
+import { parseJobOptions } from "./job-options.js";
+import type { KubernetesOptions } from "./options.js";
+import { buildPod, deadlineSeconds, jobContainerName, layoutPaths } from "./pod.js";
+import { eventLine, judgePod } from "./pod-status.js";
+
+interface KubernetesEnvironment {
+  namespace: string;
+  pod: string;
+}
+
+/**
+ * Runs a command after setting up what the exec API cannot: env, working
+ * directory, a user check and a clear failure when the program is missing.
+ * Arguments: failure prefix, workdir, user, count of exported NAME=value,
+ * those, count of env(1) NAME=value (names sh cannot export), those, argv.
+ */
+const execWrapper = `p=$1 d=$2 u=$3 n=$4; shift 4
+fail() { printf '%s%s\\n' "$p" "$1" >&2; exit 127; }
+while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n-1)); done
+n=$1; shift
+if [ -n "$u" ]; then
+  me=$(id -u 2>/dev/null); name=$(id -un 2>/dev/null)
+  [ "$u" = "$me" ] || [ "$u" = "$name" ] || fail "cannot run as user $u: the Kubernetes exec API runs commands as the container's user (\${name:-$me}); set runAsUser in the pod template instead"
+fi
+if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || fail "working directory $d does not exist in the job container"; fi
+eval "c=\\\${$((n+1))}"
+case $c in
+  */*) [ -f "$c" ] && [ -x "$c" ] || fail "$c: no such executable file in the job container" ;;
+  *) command -v -- "$c" >/dev/null 2>&1 || fail "executable file \\"$c\\" not found in \\$PATH of the job container" ;;
+esac
+if [ "$n" -gt 0 ]; then exec env "$@"; fi
+exec "$@"`;
+
+/** Extracts stdin under $1, writing tar's exit status to $2 (and its errors to $2.err). */
+const copyInScript = `d=$1 s=$2
+{ mkdir -p -- "$d" && tar -x -f - -C "$d"; } 2>"$s.err"; echo $? >"$s.tmp"; mv -f "$s.tmp" "$s"`;
+
+/** Waits for copyInScript's status file $1, then reports and removes it. */
+const copyInStatusScript = `s=$1
+while [ ! -e "$s" ]; do sleep 0.05 2>/dev/null || sleep 1; done
+cat "$s.err" >&2; rc=$(cat "$s"); rm -f -- "$s" "$s.err"; exit "$rc"`;
+
+/** A tar of $2 inside $1 on stdout; exit 44 when the path does not exist. */
+const copyOutScript = `[ -e "$1/$2" ] || [ -L "$1/$2" ] || exit 44
+cd -- "$1" && exec tar -c -f - -- "$2"`;
+const copyOutMissing = 44;
+
+/** Most stderr berth keeps from its own helper commands for error messages. */
+const helperStderrBytes = 8192;
+
+/**
+ * A pod per job, through the Kubernetes API: exec over WebSocket, copies
+ * through tar in the job container, Start watching the pod and its events.
+ */
+export class KubernetesDriver implements Driver {
+  private readonly kubeConfig = new KubeConfig();
+  private core!: CoreV1Api;
+  private namespace = "default";
+  private template: { metadata: Record<string, Record<string, string> | undefined>; spec: V1PodSpec } = {
+    metadata: {},
+    spec: { containers: [] },
+  };
+  private nativeSidecars = false;
+  private platform = { os: "Linux", arch: "X64" };
+  private owner?: V1OwnerReference & { namespace: string };
+  private readonly watches = new Set<AbortController>();
+
+  constructor(
+    private readonly options: KubernetesOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  async provision(): Promise<void> {
+    const step = (what: string, err: unknown): BerthError => {
+      const mapped = kubernetesError(err, what);
+      return new BerthError(mapped.code, `driver kubernetes: provision: ${mapped.message}`, { cause: err });
+    };
+    const source = this.loadConfig();
+    this.core = this.kubeConfig.makeApiClient(CoreV1Api);
+    const server = this.kubeConfig.getCurrentCluster()?.server ?? "(no server)";
+    const version = await this.kubeConfig
+      .makeApiClient(VersionApi)
+      .getCode()
+      .catch((err: unknown) => {
+        throw step(`cannot reach the Kubernetes API at ${server} (config: ${source})`, err);
+      });
+    const minor = Number.parseInt(version.minor, 10);
+    this.nativeSidecars = Number(version.major) > 1 || minor >= 29;
+    const [os, arch] = (version.platform ?? "linux/amd64").split("/");
+    this.platform = { os: runnerOs(os), arch: runnerArch(arch) };
+    await this.checkPermissions();
+    if (this.options.podTemplate) this.template = await loadTemplate(this.options.podTemplate);
+    if (this.options.ownerReferences) await this.findOwner();
+    this.logger.info(
+      {
+        server,
+        version: version.gitVersion,
+        namespace: this.namespace,
+        services: this.nativeSidecars ? "native sidecars" : "plain containers",
+      },
+      "kubernetes driver ready",
+    );
+  }
+
+  capabilities(): DriverCapabilities {
+    return {
+      supportsServiceContainers: true,
+      managesOwnNetworking: true,
+      supportsDockerActions: false,
+      supportsLocalCopy: false,
+      globalLayout: this.layout(),
+    };
+  }
+
+  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+    const job = parseJobOptions(spec.backendOptions, { ...this.options, namespace: this.namespace });
+    const namespace = job.namespace ?? this.namespace;
+    const owner = this.owner?.namespace === namespace ? this.owner : undefined;
+    const pod = buildPod({
+      id,
+      namespace,
+      spec,
+      job,
+      template: this.template,
+      activeDeadlineSeconds: deadlineSeconds(spec.timeoutMs, this.options.activeDeadlineSeconds),
+      nativeSidecars: this.nativeSidecars,
+      owner: owner && { apiVersion: owner.apiVersion, kind: owner.kind, name: owner.name, uid: owner.uid },
+      now: new Date(),
+    });
+    await this.core.createNamespacedPod({ namespace, body: pod }).catch((err: unknown) => {
+      throw kubernetesError(err, `create pod ${id} in namespace ${namespace}`);
+    });
+    const state: KubernetesEnvironment = { namespace, pod: id };
+    return { state, layout: this.layout() };
+  }
+
+  async start(
+    ref: EnvironmentRef,
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<{ imageEnv: Record<string, string> }> {
+    const env = this.state(ref);
+    await this.waitUntilReady(env, progress, signal);
+    progress("all containers are running and ready");
+    const environ = new CollectingWritable(1024 * 1024);
+    const end = await this.runHelper(env, ["cat", "/proc/1/environ"], { stdout: environ }, signal);
+    if (end.kind !== "exited" || end.exitCode !== 0) {
+      throw failedPrecondition(`cannot read the job container's environment: ${describeEnd(end)}`);
+    }
+    return { imageEnv: parseEnviron(environ.text()) };
+  }
+
+  async exec(
+    ref: EnvironmentRef,
+    spec: ExecSpec,
+    sinks: ExecSinks,
+    signal: AbortSignal,
+  ): Promise<ExecResult> {
+    const env = this.state(ref);
+    const marker = newExecMarker();
+    const failurePrefix = `berth-exec-failed:${randomUUID()}: `;
+    const entries = [...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), marker];
+    const exported = entries.filter((entry) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(entry));
+    const viaEnv = entries.filter((entry) => !exported.includes(entry));
+    const stderr = new FailureCapture(sinks.stderr, failurePrefix);
+    const command = [
+      "sh",
+      "-c",
+      execWrapper,
+      "berth-exec",
+      failurePrefix,
+      spec.workdir,
+      spec.user,
+      String(exported.length),
+      ...exported,
+      String(viaEnv.length),
+      ...viaEnv,
+      ...spec.command,
+    ];
+    // After a cancel the connection stays open until the killed command's
+    // status arrives (or, if killing fails, a little longer than the grace).
+    const session = await openExec(
+      this.kubeConfig,
+      { namespace: env.namespace, pod: env.pod, container: jobContainerName, command },
+      { stdout: sinks.stdout, stderr },
+      { signal, keepaliveMs: this.options.execKeepaliveMs },
+    );
+    const timers: NodeJS.Timeout[] = [];
+    const kill = () => {
+      void this.killMarked(env, "TERM", marker);
+      timers.push(
+        setTimeout(() => void this.killMarked(env, "KILL", marker), this.options.killGraceMs),
+        setTimeout(() => session.close(), this.options.killGraceMs + 10_000),
+      );
+    };
+    if (signal.aborted) kill();
+    else signal.addEventListener("abort", kill, { once: true });
+    try {
+      const end = await session.ended.catch((err: unknown) => {
+        // The connection dropped: the outcome is unknown, and the command may
+        // still run in the pod. It is the runner's failed step now, so stop it.
+        if (!signal.aborted) {
+          void this.killMarked(env, "TERM", marker);
+          setTimeout(() => void this.killMarked(env, "KILL", marker), this.options.killGraceMs).unref();
+        }
+        throw err;
+      });
+      signal.throwIfAborted();
+      const failure = stderr.failure();
+      if (failure !== undefined && end.kind === "exited" && end.exitCode === 127) {
+        return { kind: "failed", message: failure };
+      }
+      stderr.release();
+      if (end.kind === "error") return { kind: "failed", message: end.message };
+      return { kind: "exited", exitCode: end.exitCode };
+    } finally {
+      for (const timer of timers) clearTimeout(timer);
+      signal.removeEventListener("abort", kill);
+    }
+  }
+
+  async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void> {
+    const env = this.state(ref);
+    const statusFile = `${layoutPaths.tempPath}/.berth-copy-in-${randomUUID()}`;
+    const extract = await openExec(
+      this.kubeConfig,
+      {
+        namespace: env.namespace,
+        pod: env.pod,
+        container: jobContainerName,
+        command: ["sh", "-c", copyInScript, "berth-copy-in", destPath, statusFile],
+      },
+      { stdin: tar },
+      { signal, keepaliveMs: this.options.execKeepaliveMs },
+    );
+    let inputError: Error | undefined;
+    try {
+      await extract.inputSent;
+    } catch (err) {
+      inputError = err instanceof Error ? err : new Error(String(err));
+    }
+    // Before v5 (Kubernetes 1.30) the only way to end the input is to close
+    // the connection, which loses the exit status: the command writes it to a
+    // file, and a second exec waits for that file.
+    if (extract.inputClosable && inputError === undefined) await extract.ended.catch(() => undefined);
+    extract.close();
+    const errors = new CollectingWritable(helperStderrBytes);
+    const end = await this.runHelper(
+      env,
+      ["sh", "-c", copyInStatusScript, "berth-copy-in-status", statusFile],
+      { stderr: errors },
+      signal,
+    );
+    if (inputError !== undefined) throw inputError;
+    if (end.kind === "exited" && end.exitCode === 0) return;
+    throw helperFailure(`copy into ${destPath}`, end, errors.text());
+  }
+
+  async copyOut(ref: EnvironmentRef, srcPath: string, signal: AbortSignal): Promise<Readable> {
+    const env = this.state(ref);
+    const path = posix.normalize(srcPath).replace(/(.)\/+$/, "$1");
+    const [directory, base] = path === "/" ? ["/", "."] : [posix.dirname(path), posix.basename(path)];
+    const output = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const errors = new CollectingWritable(helperStderrBytes);
+    const session = await openExec(
+      this.kubeConfig,
+      {
+        namespace: env.namespace,
+        pod: env.pod,
+        container: jobContainerName,
+        command: ["sh", "-c", copyOutScript, "berth-copy-out", directory, base],
+      },
+      { stdout: output, stderr: errors },
+      { signal, keepaliveMs: this.options.execKeepaliveMs },
+    );
+    const settled = session.ended.then((end) => {
+      if (end.kind === "exited" && end.exitCode === copyOutMissing)
+        throw notFound(`${srcPath} does not exist in the job container`);
+      if (end.kind !== "exited" || end.exitCode !== 0)
+        throw helperFailure(`copy out ${srcPath}`, end, errors.text());
+    });
+    // NOT_FOUND must be the RPC's answer, not a broken stream: wait for the
+    // first byte of the archive or the end, whichever comes first.
+    const firstByte = new Promise<void>((resolve) => output.once("readable", resolve));
+    await Promise.race([firstByte, settled]);
+    settled.then(
+      () => output.end(),
+      (err: unknown) => output.destroy(err as Error),
+    );
+    return output;
+  }
+
+  async readFile(
+    ref: EnvironmentRef,
+    path: string,
+    maxBytes: number,
+    signal: AbortSignal,
+  ): Promise<Buffer | undefined> {
+    try {
+      return await firstFileFromTar(await this.copyOut(ref, path, signal), maxBytes);
+    } catch (err) {
+      if (err instanceof BerthError && err.code === Status.NOT_FOUND) return undefined;
+      throw err;
+    }
+  }
+
+  async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
+    const env = this.state(ref);
+    const pod = await this.core
+      .readNamespacedPod({ name: env.pod, namespace: env.namespace })
+      .catch((err: unknown) => {
+        throw kubernetesError(err, `read pod ${env.pod}`);
+      });
+    const verdict = judgePod(pod);
+    if (verdict.state === "failed") throw failedPrecondition(`pod ${env.pod}: ${verdict.reason}`);
+    const restarted = [
+      ...(pod.status?.containerStatuses ?? []),
+      ...(pod.status?.initContainerStatuses ?? []),
+    ].find((c) => c.restartCount > 0);
+    if (restarted) {
+      const last = restarted.lastState?.terminated;
+      throw failedPrecondition(
+        `pod ${env.pod}: container ${restarted.name} restarted ${restarted.restartCount} time(s)` +
+          (last ? ` (last: ${last.reason ?? "terminated"}, exit code ${last.exitCode})` : ""),
+      );
+    }
+    return { waitMs: verdict.state === "ready" ? 0 : 1000 };
+  }
+
+  async remove(ref: EnvironmentRef): Promise<void> {
+    const env = this.state(ref);
+    try {
+      await this.core.deleteNamespacedPod({
+        name: env.pod,
+        namespace: env.namespace,
+        gracePeriodSeconds: this.options.removeGraceSeconds,
+      });
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw kubernetesError(err, `delete pod ${env.pod}`);
+    }
+    await this.waitUntilGone(env);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const watch of this.watches) watch.abort();
+    this.watches.clear();
+  }
+
+  private state(ref: EnvironmentRef): KubernetesEnvironment {
+    return ref.state as KubernetesEnvironment;
+  }
+
+  private layout(): Layout {
+    return {
+      ...layoutPaths,
+      pathVariableName: "PATH",
+      defaultPathVariable: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      pathSeparator: ":",
+      environmentCaseInsensitive: false,
+      ...this.platform,
+    };
+  }
+
+  /** Loads the kubeconfig once for the daemon's life; returns where it came from. */
+  private loadConfig(): string {
+    let source: string;
+    try {
+      if (this.options.kubeconfig) {
+        this.kubeConfig.loadFromFile(this.options.kubeconfig);
+        source = this.options.kubeconfig;
+      } else if (process.env.KUBERNETES_SERVICE_HOST) {
+        this.kubeConfig.loadFromCluster();
+        source = "in-cluster service account";
+      } else {
+        this.kubeConfig.loadFromDefault();
+        source = process.env.KUBECONFIG ?? "~/.kube/config";
+      }
+      if (this.options.context) this.kubeConfig.setCurrentContext(this.options.context);
+    } catch (err) {
+      throw invalidArgument(`driver kubernetes: provision: cannot load the kubeconfig: ${messageOf(err)}`);
+    }
+    if (!this.kubeConfig.getCurrentCluster()) {
+      throw invalidArgument(
+        "driver kubernetes: provision: no cluster configured: give --backend-opt kubeconfig=FILE, set KUBECONFIG, or run berth in a pod",
+      );
+    }
+    const contextNamespace = this.kubeConfig.getContextObject(this.kubeConfig.getCurrentContext())?.namespace;
+    this.namespace = this.options.namespace ?? contextNamespace ?? process.env.POD_NAMESPACE ?? "default";
+    return source;
+  }
+
+  /** Fails provisioning with the missing verbs, instead of failing the first job. */
+  private async checkPermissions(): Promise<void> {
+    const authorization = this.kubeConfig.makeApiClient(AuthorizationV1Api);
+    const needed = [
+      ...["create", "get", "list", "watch", "delete"].map((verb) => ({ verb, resource: "pods" })),
+      { verb: "create", resource: "pods", subresource: "exec" },
+      { verb: "get", resource: "pods", subresource: "exec" },
+      ...["list", "watch"].map((verb) => ({ verb, resource: "events" })),
+    ];
+    const missing: string[] = [];
+    for (const attributes of needed) {
+      const review = await authorization
+        .createSelfSubjectAccessReview({
+          body: { spec: { resourceAttributes: { ...attributes, namespace: this.namespace } } },
+        })
+        .catch((err: unknown) => {
+          throw kubernetesError(err, "driver kubernetes: provision: check permissions");
+        });
+      if (!review.status?.allowed) {
+        missing.push(
+          `${attributes.verb} ${attributes.resource}${"subresource" in attributes ? `/${attributes.subresource}` : ""}`,
+        );
+      }
+    }
+    if (missing.length > 0) {
+      throw permissionDenied(
+        `driver kubernetes: provision: berth's identity may not ${missing.join(", ")} in namespace ${this.namespace}; ` +
+          "grant them with a Role such as deploy/kubernetes/role.yaml",
+      );
+    }
+  }
+
+  /** Berth's own pod, for ownerReferences on job pods (downward API: POD_NAME, POD_NAMESPACE). */
+  private async findOwner(): Promise<void> {
+    const name = process.env.POD_NAME;
+    const namespace = process.env.POD_NAMESPACE ?? this.namespace;
+    if (!name) {
+      throw invalidArgument(
+        "driver kubernetes: provision: ownerReferences=true needs POD_NAME (and POD_NAMESPACE) set from the downward API",
+      );
+    }
+    const pod = await this.core.readNamespacedPod({ name, namespace }).catch((err: unknown) => {
+      throw kubernetesError(err, `driver kubernetes: provision: read berth's own pod ${namespace}/${name}`);
+    });
+    this.owner = { apiVersion: "v1", kind: "Pod", name, uid: pod.metadata?.uid ?? "", namespace };
+    if (namespace !== this.namespace) {
+      this.logger.warn(
+        { ownerNamespace: namespace, jobNamespace: this.namespace },
+        "job pods are in another namespace than berth's pod: ownerReferences cannot cross namespaces and are left out",
+      );
+    }
+  }
+
+  /** Watches the pod (and its events, for progress) until it is ready, fails or the timeout passes. */
+  private async waitUntilReady(
+    env: KubernetesEnvironment,
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const events: CoreV1Event[] = [];
+    const seenEvents = new Set<string>();
+    let lastWhy = "";
+    let timer: NodeJS.Timeout | undefined;
+    const stopped = new AbortController();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const fail = (err: unknown) =>
+          reject(err instanceof BerthError ? err : kubernetesError(err, `watch pod ${env.pod}`));
+        timer = setTimeout(
+          () =>
+            reject(
+              new BerthError(
+                Status.DEADLINE_EXCEEDED,
+                `pod ${env.pod} was not ready within ${this.options.startTimeoutMs / 1000} s (${lastWhy || "no status yet"})${lastWarning(events)}`,
+              ),
+            ),
+          this.options.startTimeoutMs,
+        );
+        signal.addEventListener("abort", () => reject(signal.reason as Error), { once: true });
+        const onPod = (pod: V1Pod) => {
+          const verdict = judgePod(pod);
+          if (verdict.state === "ready") resolve();
+          else if (verdict.state === "failed") {
+            reject(
+              failedPrecondition(
+                `pod ${env.pod} cannot start: ${verdict.reason}${lastWarning(events, verdict.container)}`,
+              ),
+            );
+          } else if (verdict.why !== lastWhy) {
+            lastWhy = verdict.why;
+          }
+        };
+        this.watchUntil(
+          `/api/v1/namespaces/${env.namespace}/pods`,
+          { fieldSelector: `metadata.name=${env.pod}` },
+          (type, pod: V1Pod) => {
+            if (type === "DELETED") reject(failedPrecondition(`pod ${env.pod} was deleted while starting`));
+            else onPod(pod);
+          },
+          stopped.signal,
+          fail,
+        );
+        this.watchUntil(
+          `/api/v1/namespaces/${env.namespace}/events`,
+          { fieldSelector: `involvedObject.name=${env.pod}` },
+          (_type, event: CoreV1Event) => {
+            const key = event.metadata.uid ?? eventLine(event);
+            if (seenEvents.has(key)) return;
+            seenEvents.add(key);
+            events.push(event);
+            progress(eventLine(event));
+          },
+          stopped.signal,
+          () => undefined, // events only add progress lines; the pod watch decides
+        );
+      });
+    } finally {
+      clearTimeout(timer);
+      stopped.abort();
+    }
+  }
+
+  /**
+   * Keeps a watch open until `stop`; the API server ends watches after a
+   * while, so it is re-opened (the first answers replay the current state).
+   */
+  private watchUntil<T>(
+    path: string,
+    query: Record<string, string>,
+    onEvent: (type: string, object: T) => void,
+    stop: AbortSignal,
+    onError: (err: unknown) => void,
+  ): void {
+    const open = () => {
+      if (stop.aborted) return;
+      new Watch(this.kubeConfig)
+        .watch(path, query, onEvent, (err: unknown) => {
+          if (stop.aborted) return;
+          if (err && !(err instanceof Error && err.name === "AbortError")) onError(err);
+          else open();
+        })
+        .then((controller) => {
+          this.watches.add(controller);
+          stop.addEventListener("abort", () => {
+            controller.abort();
+            this.watches.delete(controller);
+          });
+        }, onError);
+    };
+    open();
+  }
+
+  /** After a delete: waits (watching) until the pod is gone, up to its grace period and half a minute. */
+  private async waitUntilGone(env: KubernetesEnvironment): Promise<void> {
+    const stopped = new AbortController();
+    const limitMs = (this.options.removeGraceSeconds + 30) * 1000;
+    let timer: NodeJS.Timeout | undefined;
+    let forced = false;
+    try {
+      const gone = await new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), limitMs);
+        this.watchUntil(
+          `/api/v1/namespaces/${env.namespace}/pods`,
+          { fieldSelector: `metadata.name=${env.pod}` },
+          (type, pod: V1Pod) => {
+            if (type === "DELETED") resolve(true);
+            else if (!forced && !anyContainerRunning(pod)) {
+              // Once nothing runs, the kubelet still takes several seconds to
+              // release the object; nothing is left to stop, so drop it now.
+              forced = true;
+              this.core
+                .deleteNamespacedPod({ name: env.pod, namespace: env.namespace, gracePeriodSeconds: 0 })
+                .catch((err: unknown) => {
+                  if (isNotFound(err)) resolve(true);
+                });
+            }
+          },
+          stopped.signal,
+          () => resolve(false),
+        );
+        // The pod may have gone before the watch opened.
+        this.core.readNamespacedPod({ name: env.pod, namespace: env.namespace }).catch((err: unknown) => {
+          if (isNotFound(err)) resolve(true);
+        });
+      });
+      if (!gone) {
+        this.logger.warn(
+          { pod: env.pod, namespace: env.namespace },
+          `pod still terminating ${limitMs / 1000} s after its deletion; Kubernetes will finish it`,
+        );
+      }
+    } finally {
+      clearTimeout(timer);
+      stopped.abort();
+    }
+  }
+
+  /** Runs one of berth's own commands in the job container and waits for its end. */
+  private async runHelper(
+    env: KubernetesEnvironment,
+    command: string[],
+    streams: ExecStreams,
+    signal: AbortSignal,
+  ): Promise<ExecEnd> {
+    const session = await openExec(
+      this.kubeConfig,
+      { namespace: env.namespace, pod: env.pod, container: jobContainerName, command },
+      streams,
+      { signal, keepaliveMs: this.options.execKeepaliveMs },
+    );
+    const abort = () => session.close();
+    signal.addEventListener("abort", abort, { once: true });
+    try {
+      return await session.ended;
+    } finally {
+      signal.removeEventListener("abort", abort);
+    }
+  }
+
+  private async killMarked(
+    env: KubernetesEnvironment,
+    signal: "TERM" | "KILL",
+    marker: string,
+  ): Promise<void> {
+    // The exec API refuses a command without any stream: stderr also says why a kill failed.
+    const errors = new CollectingWritable(helperStderrBytes);
+    try {
+      const end = await this.runHelper(
+        env,
+        ["sh", "-c", killMarkedScript, "sh", signal, marker],
+        { stderr: errors },
+        AbortSignal.timeout(30_000),
+      );
+      // 126/127: sh could not run a tool; a kill of a process that just exited is not a failure.
+      if (end.kind !== "exited" || end.exitCode >= 126) throw helperFailure("kill", end, errors.text());
+    } catch (err) {
+      this.logger.warn(
+        { err: messageOf(err), pod: env.pod },
+        "could not signal a cancelled command (the image needs sh, tr and grep)",
+      );
+    }
+  }
+}
+
+/** Reads a pod template file: a Pod (its metadata's labels and annotations, and its spec) or a bare PodSpec. */
+async function loadTemplate(
+  file: string,
+): Promise<{ metadata: Record<string, Record<string, string> | undefined>; spec: V1PodSpec }> {
+  let document: unknown;
+  try {
+    document = parseYaml(await readFile(file, "utf8"));
+  } catch (err) {
+    throw invalidArgument(`driver kubernetes: option "podTemplate": cannot read ${file}: ${messageOf(err)}`);
+  }
+  const object = (document ?? {}) as { kind?: string; metadata?: V1Pod["metadata"]; spec?: V1PodSpec };
+  const isPod = object.kind === "Pod" || object.spec !== undefined;
+  const spec = (isPod ? object.spec : document) as V1PodSpec | undefined;
+  if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
+    throw invalidArgument(
+      `driver kubernetes: option "podTemplate": ${file} holds neither a Pod nor a PodSpec`,
+    );
+  }
+  return {
+    metadata: isPod ? { labels: object.metadata?.labels, annotations: object.metadata?.annotations } : {},
+    spec: { ...spec, containers: spec.containers ?? [] },
+  };
+}
+
+/** A sink that keeps the first `limit` bytes written to it. */
+class CollectingWritable extends Writable {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(private readonly limit: number) {
+    super();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    if (this.size < this.limit) {
+      const part = chunk.subarray(0, this.limit - this.size);
+      this.chunks.push(part);
+      this.size += part.length;
+    }
+    callback();
+  }
+
+  text(): string {
+    return Buffer.concat(this.chunks).toString("utf8");
+  }
+}
+
+/**
+ * Passes stderr through, except when it starts with the wrapper's failure
+ * prefix: then the text is kept as the reason the command could not run.
+ */
+class FailureCapture extends Writable {
+  private head = Buffer.alloc(0);
+  private decided: "pass" | "capture" | undefined;
+
+  constructor(
+    private readonly sink: Writable,
+    private readonly prefix: string,
+  ) {
+    super();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.decided === "pass") {
+      this.forward(chunk, callback);
+      return;
+    }
+    this.head = Buffer.concat([this.head, chunk]);
+    if (this.decided === undefined) {
+      const prefix = Buffer.from(this.prefix);
+      const compared = Math.min(this.head.length, prefix.length);
+      if (!this.head.subarray(0, compared).equals(prefix.subarray(0, compared))) {
+        this.decided = "pass";
+        const held = this.head;
+        this.head = Buffer.alloc(0);
+        this.forward(held, callback);
+        return;
+      }
+      if (this.head.length >= prefix.length) this.decided = "capture";
+    }
+    callback();
+  }
+
+  /** The wrapper's reason, if it wrote one. */
+  failure(): string | undefined {
+    return this.decided === "capture"
+      ? this.head.toString("utf8").slice(this.prefix.length).trim()
+      : undefined;
+  }
+
+  /** Writes out anything still held back: it was the command's own output after all. */
+  release(): void {
+    if (this.head.length > 0 && this.decided !== "pass") this.sink.write(this.head);
+    this.head = Buffer.alloc(0);
+  }
+
+  private forward(chunk: Buffer, callback: (err?: Error | null) => void): void {
+    if (this.sink.write(chunk)) callback();
+    else this.sink.once("drain", () => callback());
+  }
+}
+
+function helperFailure(doing: string, end: ExecEnd, stderr: string): BerthError {
+  const detail = stderr.trim() || describeEnd(end);
+  if (
+    end.kind === "exited" &&
+    end.exitCode === 127 &&
+    /tar: not found|tar: command not found|not found/.test(detail)
+  ) {
+    return failedPrecondition(
+      `${doing}: the job image has no tar, which copies into and out of pods need (${detail})`,
+    );
+  }
+  return failedPrecondition(`${doing} failed: ${detail}`);
+}
+
+function describeEnd(end: ExecEnd): string {
+  return end.kind === "exited" ? `exit code ${end.exitCode}` : end.message;
+}
+
+function lastWarning(events: CoreV1Event[], container?: string): string {
+  const warnings = events.filter(
+    (e) =>
+      e.type === "Warning" && (!container || (e.involvedObject.fieldPath ?? "").includes(`{${container}}`)),
+  );
+  const last = warnings.at(-1);
+  return last ? `; last event: ${eventLine(last)}` : "";
+}
+
+/** Whether the kubelet still reports a running container of the pod. */
+function anyContainerRunning(pod: V1Pod): boolean {
+  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
+  return statuses.some((container) => container.state?.running !== undefined);
+}
+
+function parseEnviron(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const entry of text.split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0 && !entry.startsWith(`${execMarkerVariable}=`)) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
+}

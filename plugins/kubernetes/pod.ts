@@ -1,0 +1,180 @@
+import type { V1Container, V1OwnerReference, V1Pod, V1PodSpec, V1VolumeMount } from "@kubernetes/client-node";
+import type { EnvironmentSpec } from "../../src/driver.js";
+import { invalidArgument } from "../../src/errors.js";
+import { parsePortSpec } from "../../src/service-ports.js";
+import type { JobOptions } from "./job-options.js";
+
+/** Labels on every pod berth creates, so it can be found again. */
+export const labels = {
+  managed: "berth.managed",
+  environment: "berth.environment",
+  /** Unix seconds: label values cannot hold an ISO time. */
+  created: "berth.created",
+} as const;
+
+export const jobContainerName = "job";
+
+/** Where the environment's directories are in the job container; all on one emptyDir volume. */
+export const layoutPaths = {
+  rootPath: "/workspace",
+  actPath: "/var/run/act",
+  toolCachePath: "/opt/hostedtoolcache",
+  tempPath: "/tmp",
+};
+const environmentVolume = "berth-environment";
+const environmentMounts: V1VolumeMount[] = [
+  { name: environmentVolume, mountPath: layoutPaths.rootPath, subPath: "workspace" },
+  { name: environmentVolume, mountPath: layoutPaths.actPath, subPath: "act" },
+  { name: environmentVolume, mountPath: layoutPaths.toolCachePath, subPath: "toolcache" },
+  { name: environmentVolume, mountPath: layoutPaths.tempPath, subPath: "tmp" },
+];
+
+/**
+ * The job container runs this instead of its image's entrypoint, so Exec can
+ * run the steps; it leaves at once on SIGTERM so deleting the pod is quick.
+ */
+const keepAlive = ["sh", "-c", "trap 'exit 0' TERM INT; tail -f /dev/null & wait"];
+
+export interface PodInputs {
+  id: string;
+  namespace: string;
+  spec: EnvironmentSpec;
+  job: JobOptions;
+  /** The administrator's pod template (already reduced to metadata and spec). */
+  template: {
+    metadata: { labels?: Record<string, string>; annotations?: Record<string, string> };
+    spec: V1PodSpec;
+  };
+  activeDeadlineSeconds: number;
+  /** Services as native sidecars (init containers that keep running; Kubernetes 1.29+). */
+  nativeSidecars: boolean;
+  owner?: V1OwnerReference;
+  now: Date;
+}
+
+/** A service's container name: DNS labels only, so the service's own name is checked first. */
+export function serviceContainerName(service: string): string {
+  return `service-${service}`;
+}
+
+/**
+ * The job's pod: the template, then the job's backend options, then what
+ * berth needs (which wins: its labels, the keep-alive command, the volume).
+ */
+export function buildPod(inputs: PodInputs): V1Pod {
+  const { id, spec, job, template } = inputs;
+  const image = spec.image || spec.labelArg;
+  if (!image) throw invalidArgument("the kubernetes driver needs an image: set the job's container image");
+  const pullPolicy = spec.forcePull ? "Always" : undefined;
+  for (const service of spec.services) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service.name) || service.name.length > 54) {
+      throw invalidArgument(
+        `service name "${service.name}" cannot be a host name in a pod: use lower-case letters, digits and "-" (at most 54)`,
+      );
+    }
+  }
+
+  const templateJob = template.spec.containers.find((c) => c.name === jobContainerName);
+  const otherContainers = template.spec.containers.filter((c) => c.name !== jobContainerName);
+  const jobContainer: V1Container = {
+    ...templateJob,
+    name: jobContainerName,
+    image,
+    imagePullPolicy: pullPolicy ?? templateJob?.imagePullPolicy,
+    command: keepAlive,
+    args: undefined,
+    workingDir: spec.workingDir || templateJob?.workingDir,
+    env: [...(templateJob?.env ?? []), ...Object.entries(spec.env).map(([name, value]) => ({ name, value }))],
+    resources: job.resources ?? templateJob?.resources,
+    securityContext: {
+      ...templateJob?.securityContext,
+      ...(job.privileged ? { privileged: true } : {}),
+      ...(spec.capAdd.length > 0 || spec.capDrop.length > 0
+        ? {
+            capabilities: {
+              add: [...(templateJob?.securityContext?.capabilities?.add ?? []), ...spec.capAdd],
+              drop: [...(templateJob?.securityContext?.capabilities?.drop ?? []), ...spec.capDrop],
+            },
+          }
+        : {}),
+    },
+    volumeMounts: [...(templateJob?.volumeMounts ?? []), ...environmentMounts],
+  };
+  const services: V1Container[] = spec.services.map((service) => ({
+    name: serviceContainerName(service.name),
+    image: service.image,
+    imagePullPolicy: pullPolicy,
+    env: Object.entries(service.env).map(([name, value]) => ({ name, value })),
+    // Host ports have no meaning inside a pod: the job reaches a service on
+    // localhost and by its name at the container port.
+    ports: service.ports.map((port) => {
+      const { containerPort, protocol } = parsePortSpec(port, service.name);
+      return { containerPort, protocol: protocol.toUpperCase() };
+    }),
+    ...(inputs.nativeSidecars ? { restartPolicy: "Always" } : {}),
+  }));
+
+  const deadlines = [inputs.activeDeadlineSeconds, template.spec.activeDeadlineSeconds].filter(
+    (s): s is number => typeof s === "number",
+  );
+  const podSpec: V1PodSpec = {
+    // Job pods get no API token unless the template or a chosen service account wants one.
+    automountServiceAccountToken: job.serviceAccount ? undefined : false,
+    // No environment variables for every Service in the namespace: a job sees only its own.
+    enableServiceLinks: false,
+    ...template.spec,
+    restartPolicy: "Never",
+    activeDeadlineSeconds: Math.min(...deadlines),
+    serviceAccountName: job.serviceAccount ?? template.spec.serviceAccountName,
+    runtimeClassName: job.runtimeClass ?? template.spec.runtimeClassName,
+    nodeSelector: { ...template.spec.nodeSelector, ...job.nodeSelector },
+    tolerations: [...(template.spec.tolerations ?? []), ...(job.tolerations ?? [])],
+    imagePullSecrets: [
+      ...(template.spec.imagePullSecrets ?? []),
+      ...(job.imagePullSecrets ?? []).map((name) => ({ name })),
+    ],
+    hostAliases: [
+      ...(template.spec.hostAliases ?? []),
+      ...(spec.services.length > 0
+        ? [{ ip: "127.0.0.1", hostnames: spec.services.map((service) => service.name) }]
+        : []),
+    ],
+    initContainers: [...(template.spec.initContainers ?? []), ...(inputs.nativeSidecars ? services : [])],
+    containers: [jobContainer, ...otherContainers, ...(inputs.nativeSidecars ? [] : services)],
+    volumes: [...(template.spec.volumes ?? []), { name: environmentVolume, emptyDir: {} }],
+  };
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: id,
+      namespace: inputs.namespace,
+      labels: {
+        ...template.metadata.labels,
+        ...job.labels,
+        [labels.managed]: "true",
+        [labels.environment]: id,
+        [labels.created]: String(Math.floor(inputs.now.getTime() / 1000)),
+      },
+      annotations: {
+        ...template.metadata.annotations,
+        ...job.annotations,
+        "berth.created-at": inputs.now.toISOString(),
+        ...(spec.name ? { "berth.job-name": spec.name } : {}),
+      },
+      ...(inputs.owner ? { ownerReferences: [inputs.owner] } : {}),
+    },
+    spec: podSpec,
+  };
+}
+
+/**
+ * A job pod's activeDeadlineSeconds: the runner's environment_timeout plus a
+ * minute (berth removes the pod itself at the timeout; the deadline is the
+ * safety net if berth is gone), never more than the configured bound.
+ */
+export function deadlineSeconds(timeoutMs: number | undefined, configured: number): number {
+  return timeoutMs !== undefined && timeoutMs > 0
+    ? Math.min(Math.ceil(timeoutMs / 1000) + 60, configured)
+    : configured;
+}
