@@ -1,5 +1,6 @@
 import type { Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
+import type { z } from "zod";
 
 /** Where an environment's directories are, as its commands see them. */
 export interface Layout {
@@ -134,11 +135,11 @@ export interface Driver {
   cleanup(): Promise<void>;
 }
 
-/** Builds a driver from its options (already `key=value` strings or config values). */
+/** Builds a driver from its options (config values, or `key=value` strings from the command line). */
 export interface DriverFactory<Options = unknown> {
   name: string;
   description: string;
-  /** Validate raw options; throws a BerthError(INVALID_ARGUMENT) naming the bad key. */
-  parseOptions(raw: Record<string, unknown>): Options;
+  /** The driver's options: unknown keys are refused, strings from `--backend-opt` are coerced. */
+  optionsSchema: z.ZodObject;
   create(options: Options, context: DriverContext): Driver;
 }

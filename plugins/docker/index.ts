@@ -1,11 +1,10 @@
 import type { DriverFactory } from "../../src/driver.js";
-import { parseDriverOptions } from "../../src/driver-options.js";
 import { DockerDriver } from "./driver.js";
 import { type DockerOptions, dockerOptionsSchema } from "./options.js";
 
 export const dockerDriverFactory = {
   name: "docker",
   description: "a container and a network per job on a Docker engine",
-  parseOptions: (raw) => parseDriverOptions("docker", dockerOptionsSchema, raw),
+  optionsSchema: dockerOptionsSchema,
   create: (options, { logger }) => new DockerDriver(options, logger),
 } satisfies DriverFactory<DockerOptions>;

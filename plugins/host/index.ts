@@ -1,11 +1,10 @@
 import type { DriverFactory } from "../../src/driver.js";
-import { parseDriverOptions } from "../../src/driver-options.js";
 import { HostDriver } from "./driver.js";
 import { type HostOptions, hostOptionsSchema } from "./options.js";
 
 export const hostDriverFactory = {
   name: "host",
   description: "a private directory per job on this machine, commands as plain processes (the test driver)",
-  parseOptions: (raw) => parseDriverOptions("host", hostOptionsSchema, raw),
+  optionsSchema: hostOptionsSchema,
   create: (options, { logger }) => new HostDriver(options, logger),
 } satisfies DriverFactory<HostOptions>;

@@ -1,11 +1,10 @@
 import type { DriverFactory } from "../../src/driver.js";
-import { parseDriverOptions } from "../../src/driver-options.js";
 import { KubernetesDriver } from "./driver.js";
 import { type KubernetesOptions, kubernetesOptionsSchema } from "./options.js";
 
 export const kubernetesDriverFactory = {
   name: "kubernetes",
   description: "a pod per job on a Kubernetes cluster",
-  parseOptions: (raw) => parseDriverOptions("kubernetes", kubernetesOptionsSchema, raw),
+  optionsSchema: kubernetesOptionsSchema,
   create: (options, { logger }) => new KubernetesDriver(options, logger),
 } satisfies DriverFactory<KubernetesOptions>;
