@@ -20,7 +20,12 @@ if (Number(process.versions.node.split(".")[0]) >= minimumMajor) {
     );
     process.exit(1);
   }
-  const child = spawn(node, [cli.pathname, ...process.argv.slice(2)], { stdio: "inherit" });
+  // Sockets from systemd (socket activation) are fds 3, 4, …: hand them down, and say they were ours.
+  const env = { ...process.env };
+  const passed = process.env.LISTEN_PID === String(process.pid) ? Number(process.env.LISTEN_FDS ?? 0) : 0;
+  if (passed > 0) env.BERTH_LISTEN_FDS_FROM_PARENT = "1";
+  const stdio = ["inherit", "inherit", "inherit", ...Array.from({ length: passed }, (_, i) => 3 + i)];
+  const child = spawn(node, [cli.pathname, ...process.argv.slice(2)], { stdio, env });
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => child.kill(signal));
   child.on("exit", (code, signal) => {
     if (signal) process.kill(process.pid, signal);

@@ -1,12 +1,12 @@
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { openChannel, pluginClient, type ClientTls, type Generation } from "./client.js";
-import { createDaemon, type DaemonConfig } from "./daemon.js";
+import { type DaemonConfig, type ServeFlags, defaultListen, loadConfig } from "./config.js";
+import { createDaemon, provisionBackend } from "./daemon.js";
 import { driverNames } from "./drivers.js";
+import type { Backend } from "./environments.js";
 import { BerthError, messageOf } from "./errors.js";
 import { createLogger, type LogLevel } from "./logger.js";
-
-const defaultListen = "unix://./berth.sock";
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -69,102 +69,175 @@ Examples:
   berth run -- echo hello         # run one command through it`,
   );
 
-program
-  .command("serve")
-  .description(
-    "Run the daemon: serve both protocol generations on every listener and route jobs to one driver.",
-  )
-  .option("--backend <driver>", `driver to run jobs with (${driverNames().join(", ")})`, "host")
-  .option(
-    "--backend-opt <key=value>",
-    "driver option, as in the driver's config section (repeatable)",
-    collect,
-    [],
-  )
-  .option(
-    "--listen <addr>",
-    `address to serve: unix:///path or tcp://host:port (repeatable; default ${defaultListen})`,
-    collect,
-    [],
-  )
-  .option("--tls-cert <file>", "server certificate for TCP listeners")
-  .option("--tls-key <file>", "server key for TCP listeners")
-  .option(
-    "--tls-client-ca <file>",
-    "CA for client certificates: makes them mandatory and verified (mutual TLS)",
-  )
-  .option("--insecure", "allow plain TCP without TLS (loopback addresses only)", false)
-  .addOption(
-    new Option("--log-level <level>", "log level")
-      .choices(["trace", "debug", "info", "warn", "error", "fatal"])
-      .default("info"),
-  )
-  .option("--shutdown-grace <seconds>", "how long in-flight calls may finish on SIGTERM/SIGINT", "10")
+/** The flags of `serve` (and `validate`, which loads the same configuration). */
+function serveOptions(command: Command): Command {
+  return command
+    .option("--config <file>", "YAML configuration file (see CONFIG.md); flags win over it")
+    .option(
+      "--backend <name>",
+      `the backend that --listen listeners serve: a backend of the config file, or a driver (${driverNames().join(", ")}); default host`,
+    )
+    .option(
+      "--backend-opt <key=value>",
+      "driver option of that backend, as in the driver's config section (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      "--listen <addr>",
+      `address to serve: unix:///path or tcp://host:port (repeatable; replaces the file's listeners; default ${defaultListen})`,
+      collect,
+      [],
+    )
+    .option("--tls-cert <file>", "server certificate for TCP listeners")
+    .option("--tls-key <file>", "server key for TCP listeners")
+    .option(
+      "--tls-client-ca <file>",
+      "CA for client certificates: makes them mandatory and verified (mutual TLS)",
+    )
+    .option("--insecure", "allow plain TCP without TLS (loopback addresses only)")
+    .addOption(
+      new Option("--log-level <level>", "log level (default info)").choices([
+        "trace",
+        "debug",
+        "info",
+        "warn",
+        "error",
+        "fatal",
+      ]),
+    )
+    .option(
+      "--shutdown-grace <seconds>",
+      "how long in-flight calls may finish on SIGTERM/SIGINT (default 10)",
+    )
+    .option("--metrics-listen <host:port>", "serve Prometheus metrics, /healthz and /readyz over HTTP here")
+    .option("--audit-log <file|stdout|stderr>", "write one JSON audit record per RPC here");
+}
+
+interface RawServeFlags {
+  config?: string;
+  backend?: string;
+  backendOpt: string[];
+  listen: string[];
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  insecure?: boolean;
+  logLevel?: LogLevel;
+  shutdownGrace?: string;
+  metricsListen?: string;
+  auditLog?: string;
+}
+
+function serveFlags(flags: RawServeFlags): ServeFlags {
+  const grace = flags.shutdownGrace === undefined ? undefined : Number(flags.shutdownGrace);
+  if (grace !== undefined && !(grace >= 0)) {
+    throw new BerthError(3, `--shutdown-grace ${flags.shutdownGrace}: expected a number of seconds`);
+  }
+  return { ...flags, backendOpt: keyValues(flags.backendOpt, "--backend-opt"), shutdownGrace: grace };
+}
+
+function loggerFor(config: DaemonConfig) {
+  const { level, format } = config.logging;
+  return createLogger(level, format === "auto" ? {} : { pretty: format === "pretty" });
+}
+
+serveOptions(
+  program
+    .command("serve")
+    .description(
+      "Run the daemon: serve both protocol generations on every listener, each listener creating environments on its backend.",
+    ),
+)
   .addHelpText(
     "after",
     `
 Examples:
   berth serve                                    # host driver on ${defaultListen}
+  berth serve --config /etc/berth/berth.yaml     # listeners and backends from a file
   berth serve --listen unix:///run/berth/berth.sock --backend host --backend-opt root=/var/lib/berth
   berth serve --listen tcp://0.0.0.0:7443 --tls-cert server.pem --tls-key server.key --tls-client-ca ca.pem`,
   )
-  .action(
-    async (flags: {
-      backend: string;
-      backendOpt: string[];
-      listen: string[];
-      tlsCert?: string;
-      tlsKey?: string;
-      tlsClientCa?: string;
-      insecure: boolean;
-      logLevel: LogLevel;
-      shutdownGrace: string;
-    }) => {
-      const logger = createLogger(flags.logLevel);
-      const tls =
-        flags.tlsCert && flags.tlsKey
-          ? { cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa }
-          : undefined;
-      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
-        throw new BerthError(3, "--tls-cert and --tls-key go together");
-      }
-      const config: DaemonConfig = {
-        backend: {
-          name: flags.backend,
-          driver: flags.backend,
-          options: keyValues(flags.backendOpt, "--backend-opt"),
-        },
-        listeners: (flags.listen.length > 0 ? flags.listen : [defaultListen]).map((address) => ({
-          address,
-          tls,
-          insecure: flags.insecure,
-        })),
-        shutdownGraceMs: Number(flags.shutdownGrace) * 1000,
-      };
-      const daemon = createDaemon({ config, logger });
-      await daemon.start();
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const shutdown = (signal: NodeJS.Signals) => {
-          if (stopping) {
-            logger.warn({ signal }, "second signal: cancelling in-flight calls now");
-            daemon.cancelInFlight();
-            return;
-          }
-          stopping = true;
-          logger.info({ signal }, "shutting down: no new calls, in-flight calls may finish");
-          daemon.stop().then(resolve, (err: unknown) => {
-            logger.error({ err }, "shutdown failed");
-            process.exitCode = 1;
-            resolve();
-          });
-        };
-        process.on("SIGINT", shutdown);
-        process.on("SIGTERM", shutdown);
+  .action(async (rawFlags: RawServeFlags) => {
+    const flags = serveFlags(rawFlags);
+    const config = loadConfig(flags);
+    const logger = loggerFor(config);
+    const daemon = createDaemon({ config, logger });
+    await daemon.start();
+    // SIGHUP: read the configuration again; a bad one leaves the running one as it is.
+    let reloading = Promise.resolve();
+    const reload = () => {
+      reloading = reloading.then(async () => {
+        logger.info("SIGHUP: reloading the configuration");
+        try {
+          await daemon.reload(loadConfig(flags));
+        } catch (err) {
+          logger.error(
+            { err: messageOf(err) },
+            "the new configuration was not applied; berth goes on with the one it has",
+          );
+        }
       });
-      logger.info("stopped");
-    },
-  );
+    };
+    process.on("SIGHUP", reload);
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const shutdown = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          logger.warn({ signal }, "second signal: cancelling in-flight calls now");
+          daemon.cancelInFlight();
+          return;
+        }
+        stopping = true;
+        logger.info({ signal }, "shutting down: no new calls, in-flight calls may finish");
+        daemon.stop().then(resolve, (err: unknown) => {
+          logger.error({ err }, "shutdown failed");
+          process.exitCode = 1;
+          resolve();
+        });
+      };
+      process.on("SIGINT", shutdown);
+      process.on("SIGTERM", shutdown);
+    });
+    process.removeListener("SIGHUP", reload);
+    logger.info("stopped");
+  });
+
+serveOptions(
+  program
+    .command("validate")
+    .description(
+      "Check a configuration as serve would load it, and provision every backend (connect, check permissions), without listening. Exits non-zero with every problem found.",
+    ),
+)
+  .addHelpText(
+    "after",
+    `
+Examples:
+  berth validate --config /etc/berth/berth.yaml
+  berth validate --offline --config berth.yaml   # the file only, no connections
+  berth validate --backend kubernetes --backend-opt kubeconfig=/etc/berth/kubeconfig`,
+  )
+  .option("--offline", "check the file only: do not read TLS files or connect to the backends")
+  .action(async (rawFlags: RawServeFlags & { offline?: boolean }) => {
+    const config = loadConfig(serveFlags(rawFlags), { checkFiles: !rawFlags.offline });
+    const logger = createLogger("warn");
+    for (const backendConfig of rawFlags.offline ? [] : config.backends) {
+      let backend: Backend | undefined;
+      try {
+        await provisionBackend(backendConfig, logger, (made) => (backend = made));
+      } finally {
+        await backend?.driver.cleanup();
+      }
+    }
+    process.stdout.write(
+      `configuration ${rawFlags.config ?? "(flags only)"} is valid: ${config.listeners
+        .map((listener) => `${listener.address} → backend ${listener.backend}`)
+        .join(
+          ", ",
+        )}; backends ${rawFlags.offline ? "(not contacted)" : "provisioned"}: ${config.backends.map((b) => `${b.name} (${b.driver})`).join(", ")}\n`,
+    );
+  });
 
 clientOptions(
   program

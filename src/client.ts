@@ -11,6 +11,7 @@ import {
   type BackendPluginClient as V1alphaClient,
   DataChunk_Stream,
 } from "./gen/plugin/v1alpha/plugin.js";
+import { invalidArgument } from "./errors.js";
 import { grpcAddress, parseListenAddress } from "./listen-address.js";
 
 export interface ClientTls {
@@ -26,6 +27,8 @@ export type Generation = "v1" | "v1alpha";
 /** Opens a channel the way the runners do: 32 MiB messages, keepalive pings every 30 s. */
 export function openChannel(target: string, tls?: ClientTls): Channel {
   const address = parseListenAddress(target);
+  if (address.kind === "systemd")
+    throw invalidArgument(`${target}: a client dials unix:// or tcp:// addresses`);
   const read = (file?: string) => (file ? readFileSync(file) : null);
   const credentials =
     address.kind === "tcp" && tls?.ca

@@ -1,61 +1,76 @@
 import { readFileSync } from "node:fs";
-import { ServerCredentials } from "@grpc/grpc-js";
+import { chown } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { ServerCredentials, experimental } from "@grpc/grpc-js";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
 import type { Logger } from "pino";
-import type { Driver } from "./driver.js";
+import { type AuditLog, openAuditLog } from "./audit.js";
+import { callerInterceptor } from "./caller.js";
+import { type BackendConfig, type DaemonConfig, type ListenerConfig, tcpListenerProblem } from "./config.js";
 import { findDriverFactory } from "./drivers.js";
 import { type Backend, EnvironmentService } from "./environments.js";
 import { BerthError, failedPrecondition, messageOf } from "./errors.js";
 import { descriptorSet } from "./gen/descriptor-set.js";
 import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.js";
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
-import {
-  type ListenAddress,
-  formatListenAddress,
-  grpcAddress,
-  isLoopbackHost,
-  parseListenAddress,
-} from "./listen-address.js";
+import { formatListenAddress, grpcAddress, parseListenAddress } from "./listen-address.js";
+import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
+import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
 import { PluginCallTracker, rpcBoundary } from "./rpc-boundary.js";
+import { activatedListener } from "./systemd.js";
 import { bindWithMode, claimSocketPath, releaseSocketPath } from "./unix-socket.js";
 
-export interface TlsFiles {
-  cert: string;
-  key: string;
-  /** Makes client certificates mandatory and verified against this CA (mutual TLS). */
-  clientCa?: string;
-}
-
-export interface ListenerConfig {
-  address: string;
-  tls?: TlsFiles;
-  /** Plain TCP without TLS; refused unless the address is loopback. */
-  insecure?: boolean;
-  /** Unix socket file mode. */
-  socketMode?: number;
-}
-
-export interface DaemonConfig {
-  backend: { name: string; driver: string; options: Record<string, unknown> };
-  listeners: ListenerConfig[];
-  /** How long in-flight calls may finish after a shutdown begins before they are cancelled. */
-  shutdownGraceMs: number;
-}
-
 export interface Daemon {
-  /** Provisions the driver and binds every listener; throws a BerthError saying what is wrong. */
+  /** Provisions every backend's driver and binds every listener; throws a BerthError saying what is wrong. */
   start(): Promise<void>;
   /** Stops accepting, lets in-flight calls finish up to the grace period, then cancels them. */
   stop(): Promise<void>;
   /** Ends a running stop()'s grace period now: in-flight calls are cancelled. */
   cancelInFlight(): void;
+  /**
+   * Switches to a new configuration (SIGHUP): its backends are provisioned
+   * first; if that fails, nothing changes and the error is thrown. Listeners
+   * that stay serve the new backends, removed ones stop taking new calls and
+   * finish the ones in flight, new ones are bound. Environments stay with the
+   * backend instance that created them, which is cleaned up after its last
+   * environment is removed.
+   */
+  reload(next: DaemonConfig): Promise<void>;
   /** The addresses bound, as `unix:///…` or `tcp://host:port` (the real port if 0 was asked). */
   readonly addresses: string[];
+  /** The metrics listener's `host:port` (the real port if 0 was asked), if there is one. */
+  readonly metricsAddress?: string;
   readonly environments: EnvironmentService;
+  readonly metrics: Metrics;
+}
+
+/**
+ * Creates a backend's driver and provisions it. `made` sees the backend as
+ * soon as it exists, so the caller can clean it up even if provisioning fails.
+ */
+export async function provisionBackend(
+  config: BackendConfig,
+  logger: Logger,
+  made: (backend: Backend) => void = () => {},
+): Promise<Backend> {
+  const factory = findDriverFactory(config.driver);
+  const driver = factory.create(config.options, {
+    logger: logger.child({ driver: factory.name, backend: config.name }),
+  });
+  const backend = { name: config.name, driver, limits: config.limits };
+  made(backend);
+  try {
+    await driver.provision();
+  } catch (err) {
+    // Several backends may share a driver: say which one failed.
+    if (config.name === factory.name || !(err instanceof BerthError)) throw err;
+    throw new BerthError(err.code, `backend ${config.name}: ${err.message}`, { cause: err });
+  }
+  return backend;
 }
 
 /** The gRPC message cap each way; the runners raise theirs to 32 MiB. */
@@ -70,25 +85,111 @@ const serverOptions = {
 
 const pluginServiceNames = ["plugin.v1.BackendPlugin", "plugin.v1alpha.BackendPlugin"];
 
-/** Builds one berth daemon: a driver, the core, and a gRPC server per listener. Nothing runs until start(). */
-export function createDaemon({ config, logger }: { config: DaemonConfig; logger: Logger }): Daemon {
-  const environments = new EnvironmentService(logger);
+/**
+ * Builds one berth daemon: a driver per backend, the core, and a gRPC server
+ * per listener, each creating environments on its backend. Nothing runs until start().
+ */
+export function createDaemon({
+  config,
+  logger,
+  metrics = new Metrics(),
+}: {
+  config: DaemonConfig;
+  logger: Logger;
+  metrics?: Metrics;
+}): Daemon {
+  const environments = new EnvironmentService(logger, metrics);
   const health = HealthState();
   health.setStatus("unhealthy");
-  const servers: { server: Server; release: () => Promise<void> }[] = [];
+  /** A bound listener: its configuration and backend can change on reload, its binding cannot. */
+  interface Slot {
+    config: ListenerConfig;
+    backend: Backend;
+    server: Server;
+    address: string;
+    release: () => Promise<void>;
+  }
+  const slots: Slot[] = [];
+  /** Listeners a reload removed, still finishing their calls. */
+  const closing = new Set<Promise<void>>();
   const calls = new PluginCallTracker();
   let endGrace: () => void = () => {};
-  const addresses: string[] = [];
-  let driver: Driver | undefined;
+  let current = config;
+  let backends = new Map<string, Backend>();
+  /** Backends a reload replaced, cleaned up once their last environment is gone. */
+  const retired = new Set<Backend>();
+  let audit: AuditLog | undefined;
+  let http: HttpEndpoints | undefined;
+  let ready = false;
+
+  environments.onRemoved((backend) => {
+    if (retired.has(backend) && environments.countOf(backend) === 0) {
+      retired.delete(backend);
+      void backend.driver.cleanup();
+    }
+  });
+
+  async function provisionAll(configs: BackendConfig[]): Promise<Map<string, Backend>> {
+    const made = new Map<string, Backend>();
+    try {
+      for (const backendConfig of configs) {
+        await provisionBackend(backendConfig, logger, (backend) => made.set(backend.name, backend));
+      }
+    } catch (err) {
+      for (const backend of made.values()) await backend.driver.cleanup();
+      throw err;
+    }
+    return made;
+  }
+
+  function useBackends(next: Map<string, Backend>): void {
+    for (const name of backends.keys()) if (!next.has(name)) health.setStatus("unhealthy", name);
+    for (const name of next.keys()) {
+      health.setStatus("healthy", name);
+      metrics.environmentsActive.inc({ backend: name }, 0);
+    }
+    backends = next;
+  }
 
   async function listen(listener: ListenerConfig, backend: Backend): Promise<void> {
     const address = parseListenAddress(listener.address);
-    const credentials = listenerCredentials(address, listener);
-    const server = createServer(serverOptions).use(
-      rpcBoundary(logger.child({ listener: listener.address }), calls),
+    // A socket from systemd is served through a relay; it is TCP or unix, whatever systemd opened.
+    const activated = address.kind === "systemd" ? await activatedListener(address.name) : undefined;
+    const transport: "unix" | "tcp" =
+      address.kind === "systemd"
+        ? typeof activated?.local === "object" && activated.local !== null
+          ? "tcp"
+          : "unix"
+        : address.kind;
+    let credentials;
+    try {
+      credentials = listenerCredentials(transport, listener, activated?.local);
+    } catch (err) {
+      await activated?.close();
+      throw err;
+    }
+    const slot = { config: listener, backend } as Slot;
+    const server = createServer({
+      ...serverOptions,
+      interceptors: [callerInterceptor({ kind: transport, address: listener.address })],
+    }).use(
+      rpcBoundary({
+        logger: logger.child({ listener: listener.address }),
+        calls,
+        metrics,
+        audit: () => audit,
+        listener: () => ({
+          address: slot.config.address,
+          backend: slot.backend.name,
+          allowedClients: slot.config.tls?.allowedClients,
+        }),
+        backendOf: (id) => environments.backendOf(id),
+      }),
     );
-    server.add(V1Definition, createV1Service({ environments, backend }));
-    server.add(V1alphaDefinition, createV1alphaService({ environments, backend }));
+    slot.server = server;
+    const adapterDeps = { environments, backend: () => slot.backend };
+    server.add(V1Definition, createV1Service(adapterDeps));
+    server.add(V1alphaDefinition, createV1alphaService(adapterDeps));
     server.add(HealthDefinition, HealthServiceImpl(health));
     server.add(ServerReflectionService, ServerReflection(descriptorSet, pluginServiceNames));
     if (address.kind === "unix") {
@@ -96,43 +197,120 @@ export function createDaemon({ config, logger }: { config: DaemonConfig; logger:
       const inode = await bindWithMode(address.path, listener.socketMode ?? 0o660, () =>
         server.listen(grpcAddress(address), credentials),
       );
-      servers.push({ server, release: () => releaseSocketPath(address.path, inode) });
-      addresses.push(formatListenAddress(address));
-    } else {
+      if (listener.socketOwner !== undefined || listener.socketGroup !== undefined) {
+        await chownSocket(address.path, listener);
+      }
+      slot.release = () => releaseSocketPath(address.path, inode);
+      slot.address = formatListenAddress(address);
+    } else if (activated) {
+      try {
+        await server.listen(activated.innerAddress, credentials);
+      } catch (err) {
+        await activated.close();
+        throw err;
+      }
+      activated.start();
+      slot.release = () => activated.close();
+      slot.address = formatListenAddress(address);
+    } else if (address.kind === "tcp") {
       const port = await server.listen(grpcAddress(address), credentials);
-      servers.push({ server, release: async () => {} });
-      addresses.push(formatListenAddress({ ...address, port }));
+      slot.release = async () => {};
+      slot.address = formatListenAddress({ ...address, port });
     }
+    slots.push(slot);
+  }
+
+  function servingLine(): string {
+    return `berth serving on ${slots.map((slot) => `${slot.address} (backend ${slot.backend.name})`).join(", ")}`;
   }
 
   return {
-    addresses,
+    get addresses() {
+      return slots.map((slot) => slot.address);
+    },
     environments,
+    metrics,
+    get metricsAddress() {
+      return http?.address;
+    },
     async start() {
-      const factory = findDriverFactory(config.backend.driver);
-      const options = factory.parseOptions(config.backend.options);
-      driver = factory.create(options, {
-        logger: logger.child({ driver: factory.name, backend: config.backend.name }),
-      });
       try {
-        await driver.provision();
-        const backend = { name: config.backend.name, driver };
-        for (const listener of config.listeners) await listen(listener, backend);
+        if (config.audit) audit = await openAuditLog(config.audit.destination);
+        if (config.metrics) {
+          http = await serveHttpEndpoints(config.metrics.listen, { metrics, ready: () => ready });
+        }
+        useBackends(await provisionAll(config.backends));
+        for (const listener of config.listeners) await listen(listener, backends.get(listener.backend)!);
       } catch (err) {
         await this.stop();
         throw err instanceof BerthError ? err : failedPrecondition(messageOf(err));
       }
       health.setStatus("healthy");
+      ready = true;
       logger.info(
-        { addresses, backend: config.backend.name, driver: factory.name },
-        `berth serving on ${addresses.join(", ")}`,
+        {
+          addresses: this.addresses,
+          backends: config.backends.map(({ name, driver }) => ({ name, driver })),
+          ...(http ? { metrics: http.address } : {}),
+        },
+        servingLine(),
       );
     },
+    async reload(next) {
+      const fresh = await provisionAll(next.backends);
+      const wanted = new Map(next.listeners.map((listener) => [listener.address, listener]));
+      for (const slot of [...slots]) {
+        const listener = wanted.get(slot.config.address);
+        if (listener) {
+          if (!sameBinding(listener, slot.config)) {
+            logger.warn(
+              { listener: listener.address },
+              "this listener's TLS files, insecure flag or socket settings changed: they take effect at the next start, not on reload",
+            );
+          }
+          // The binding stays; what the calls see (backend, allowed clients) is the new configuration's.
+          slot.config = {
+            ...slot.config,
+            backend: listener.backend,
+            ...(slot.config.tls
+              ? { tls: { ...slot.config.tls, allowedClients: listener.tls?.allowedClients } }
+              : {}),
+          };
+          slot.backend = fresh.get(listener.backend)!;
+          wanted.delete(listener.address);
+        } else {
+          // Gone from the configuration: no new calls; the ones in flight finish.
+          slots.splice(slots.indexOf(slot), 1);
+          await slot.release();
+          const finishing = slot.server.shutdown().finally(() => closing.delete(finishing));
+          closing.add(finishing);
+        }
+      }
+      for (const previous of backends.values()) {
+        if (environments.countOf(previous) === 0) await previous.driver.cleanup();
+        else retired.add(previous);
+      }
+      useBackends(fresh);
+      for (const listener of wanted.values()) await listen(listener, fresh.get(listener.backend)!);
+      if (next.audit?.destination !== current.audit?.destination) {
+        const previous = audit;
+        audit = next.audit ? await openAuditLog(next.audit.destination) : undefined;
+        await previous?.close();
+      }
+      if (next.metrics?.listen !== current.metrics?.listen) {
+        logger.warn("metrics.listen changed: it takes effect at the next start, not on reload");
+      }
+      logger.level = next.logging.level;
+      current = next;
+      logger.info({ addresses: this.addresses }, `configuration reloaded; ${servingLine()}`);
+    },
     async stop() {
+      ready = false;
       health.setStatus("unhealthy");
+      for (const name of backends.keys()) health.setStatus("unhealthy", name);
       calls.draining = true;
       const graceOver = new Promise<"grace-over">((resolve) => {
-        const timer = setTimeout(() => resolve("grace-over"), config.shutdownGraceMs);
+        const timer = setTimeout(() => resolve("grace-over"), current.shutdownGraceMs);
         endGrace = () => {
           clearTimeout(timer);
           resolve("grace-over");
@@ -140,21 +318,41 @@ export function createDaemon({ config, logger }: { config: DaemonConfig; logger:
       });
       if ((await Promise.race([calls.idle(), graceOver])) === "grace-over") {
         logger.warn(
-          { graceMs: config.shutdownGraceMs },
+          { graceMs: current.shutdownGraceMs },
           "in-flight calls did not finish in the grace period; cancelling them",
         );
       }
       endGrace();
       // Cancels what still runs (and health watches); cancelled calls stop their commands before we go on.
-      for (const { server } of servers) server.forceShutdown();
+      for (const { server } of slots) server.forceShutdown();
       await Promise.race([calls.idle(), delay(cancelUnwindMs)]);
-      for (const { release } of servers.splice(0)) await release();
-      await driver?.cleanup();
+      for (const { release } of slots.splice(0)) await release();
+      await Promise.all(closing);
+      for (const { driver } of [...backends.values(), ...retired]) await driver.cleanup();
+      await http?.close();
+      await audit?.close();
     },
     cancelInFlight() {
       endGrace();
     },
   };
+}
+
+/** Whether a listener would be bound the same way: what a reload cannot change without rebinding. */
+function sameBinding(a: ListenerConfig, b: ListenerConfig): boolean {
+  const binding = (l: ListenerConfig) =>
+    JSON.stringify([
+      l.address,
+      l.insecure ?? false,
+      l.socketMode,
+      l.socketOwner,
+      l.socketGroup,
+      l.tls?.cert,
+      l.tls?.key,
+      l.tls?.clientCa,
+      l.tls?.reloadSeconds,
+    ]);
+  return binding(a) === binding(b);
 }
 
 /** How long cancelled calls get to unwind (kill their commands) before the driver is cleaned up. */
@@ -164,32 +362,81 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-function listenerCredentials(address: ListenAddress, listener: ListenerConfig): ServerCredentials {
-  if (address.kind === "unix") return ServerCredentials.createInsecure();
+/**
+ * TLS (reloading its files) for TCP listeners that have it; plain TCP only
+ * where allowed; nothing for unix sockets. `local` is a socket-activated
+ * listener's own address, whose host the loopback check needs.
+ */
+function listenerCredentials(
+  transport: "unix" | "tcp",
+  listener: ListenerConfig,
+  local?: string | AddressInfo | null,
+): ServerCredentials {
+  if (transport === "unix") return ServerCredentials.createInsecure();
   if (listener.tls) {
-    const read = (file: string, what: string) => {
+    const { cert, key, clientCa, reloadSeconds } = listener.tls;
+    const reloadIntervalMs = reloadSeconds * 1000;
+    // Fail at startup on files that cannot be read, rather than on the first handshake.
+    for (const [file, what] of [
+      [cert, "certificate"],
+      [key, "key"],
+      [clientCa, "client CA"],
+    ] as const) {
+      if (file === undefined) continue;
       try {
-        return readFileSync(file);
+        readFileSync(file);
       } catch (err) {
         throw failedPrecondition(`cannot read TLS ${what} ${file}: ${messageOf(err)}`);
       }
-    };
-    const { cert, key, clientCa } = listener.tls;
-    return ServerCredentials.createSsl(
-      clientCa ? read(clientCa, "client CA") : null,
-      [{ cert_chain: read(cert, "certificate"), private_key: read(key, "key") }],
-      clientCa !== undefined,
-    );
+    }
+    // The files are read again every interval: a rotated certificate takes effect without a restart.
+    const identity = new experimental.FileWatcherCertificateProvider({
+      certificateFile: cert,
+      privateKeyFile: key,
+      refreshIntervalMs: reloadIntervalMs,
+    });
+    const ca =
+      clientCa === undefined
+        ? null
+        : new experimental.FileWatcherCertificateProvider({
+            caCertificateFile: clientCa,
+            refreshIntervalMs: reloadIntervalMs,
+          });
+    // grpc-js names these parameters the other way round; the first is the identity, the second the CA.
+    return experimental.createCertificateProviderServerCredentials(identity, ca, clientCa !== undefined);
   }
-  if (!listener.insecure) {
-    throw failedPrecondition(
-      `listener ${listener.address} is TCP without TLS; give --tls-cert and --tls-key (and --tls-client-ca for mutual TLS), or --insecure on a loopback address`,
-    );
-  }
-  if (!isLoopbackHost(address.host)) {
-    throw failedPrecondition(
-      `refusing plain TCP on ${address.host}: --insecure is only allowed on loopback addresses (127.0.0.1, ::1, localhost); anyone who reaches this address could run commands. Use TLS with --tls-client-ca instead`,
-    );
-  }
+  const host = typeof local === "object" && local !== null ? local.address : parseTcpHost(listener.address);
+  const problem = tcpListenerProblem(listener.address, host, undefined, listener.insecure ?? false);
+  if (problem) throw failedPrecondition(problem);
   return ServerCredentials.createInsecure();
+}
+
+function parseTcpHost(address: string): string {
+  const parsed = parseListenAddress(address);
+  return parsed.kind === "tcp" ? parsed.host : "";
+}
+
+/** Gives the socket file the configured owner and group (names or numbers). */
+async function chownSocket(path: string, listener: ListenerConfig): Promise<void> {
+  const uid = listener.socketOwner === undefined ? -1 : resolveId(listener.socketOwner, "passwd");
+  const gid = listener.socketGroup === undefined ? -1 : resolveId(listener.socketGroup, "group");
+  try {
+    await chown(path, uid, gid);
+  } catch (err) {
+    throw failedPrecondition(
+      `cannot give socket ${path} owner ${listener.socketOwner ?? "(unchanged)"} and group ${listener.socketGroup ?? "(unchanged)"}: ${messageOf(err)}`,
+    );
+  }
+}
+
+/** A user or group id from a number or a name in /etc/passwd or /etc/group. */
+function resolveId(value: string | number, database: "passwd" | "group"): number {
+  if (typeof value === "number" || /^\d+$/.test(value)) return Number(value);
+  const entries = readFileSync(`/etc/${database}`, "utf8").split("\n");
+  const entry = entries.find((line) => line.split(":")[0] === value);
+  if (!entry)
+    throw failedPrecondition(
+      `no ${database === "passwd" ? "user" : "group"} named ${value} in /etc/${database}`,
+    );
+  return Number(entry.split(":")[2]);
 }

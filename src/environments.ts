@@ -16,11 +16,14 @@ import { parseEnvFile, maxEnvFileBytes } from "./env-file.js";
 import { BerthError, Status, invalidArgument, notFound } from "./errors.js";
 import { EventChannel } from "./event-channel.js";
 import { checkedTar } from "./tar-safety.js";
+import type { BackendConfig, LimitedRpc } from "./config.js";
+import type { ExecOutcome, Metrics } from "./metrics.js";
 
 /** A named driver instance: what a listener serves. */
 export interface Backend {
   name: string;
   driver: Driver;
+  limits: BackendConfig["limits"];
 }
 
 /** One piece of Exec output, or how the command ended. */
@@ -63,8 +66,14 @@ interface Environment {
  */
 export class EnvironmentService {
   private readonly environments = new Map<string, Environment>();
+  /** Environments per backend, counting those still being created. */
+  private readonly counts = new Map<Backend, number>();
+  private removedListeners: ((backend: Backend) => void)[] = [];
 
-  constructor(private readonly logger: Logger) {}
+  constructor(
+    private readonly logger: Logger,
+    private readonly metrics: Metrics,
+  ) {}
 
   capabilities(backend: Backend): DriverCapabilities {
     return backend.driver.capabilities();
@@ -77,10 +86,22 @@ export class EnvironmentService {
   ): Promise<{ id: string; layout: Layout }> {
     const id = `berth-${randomBytes(8).toString("hex")}`;
     const log = this.logger.child({ environmentId: id, backend: backend.name });
+    const { maxEnvironments } = backend.limits;
+    const count = this.counts.get(backend) ?? 0;
+    if (maxEnvironments !== undefined && count >= maxEnvironments) {
+      throw new BerthError(
+        Status.RESOURCE_EXHAUSTED,
+        `backend ${backend.name} already has ${count} environments, its limit (limits.maxEnvironments = ${maxEnvironments}); retry when a job has finished`,
+      );
+    }
+    this.counts.set(backend, count + 1);
     let created;
     try {
-      created = await backend.driver.create(id, spec, signal);
+      created = await withDeadline(backend, "create", signal, (opSignal) =>
+        backend.driver.create(id, spec, opSignal),
+      );
     } catch (err) {
+      this.release(backend);
       // A half-created environment must not leak: let the driver clean up what it made.
       await backend.driver.remove({ id, state: undefined }).catch((cleanupErr: unknown) => {
         log.warn({ err: cleanupErr }, "cleanup after a failed create failed");
@@ -94,6 +115,7 @@ export class EnvironmentService {
       inFlight: new Set(),
     };
     this.environments.set(id, env);
+    this.metrics.environmentsActive.inc({ backend: backend.name });
     if (spec.timeoutMs !== undefined && spec.timeoutMs > 0) {
       env.deadline = setTimeout(() => {
         log.warn({ timeoutMs: spec.timeoutMs }, "environment reached its environment_timeout; removing it");
@@ -109,7 +131,7 @@ export class EnvironmentService {
 
   /** Boots the environment, yielding progress lines as they come and then the image's env. */
   start(id: string, signal: AbortSignal): AsyncGenerator<StartEvent> {
-    return this.streaming<StartEvent>(id, signal, async (env, opSignal, events) => {
+    return this.streaming<StartEvent>(id, "start", signal, async (env, opSignal, events) => {
       const progress = (line: string) => events.push({ type: "progress", line });
       const { imageEnv } = await env.backend.driver.start(env.ref, progress, opSignal);
       events.push({ type: "started", imageEnv });
@@ -128,11 +150,24 @@ export class EnvironmentService {
         'command is empty: Exec needs at least the program to run, e.g. ["sh", "-c", "…"]',
       );
     }
-    return this.streaming<ExecEvent>(id, signal, async (env, opSignal, events) => {
+    return this.streaming<ExecEvent>(id, "exec", signal, async (env, opSignal, events) => {
       const sink = (stream: "stdout" | "stderr") =>
         channelWritable(events, (data): ExecEvent => ({ type: "output", stream, data }));
       const sinks = { stdout: sink("stdout"), stderr: sink("stderr") };
-      const result = await env.backend.driver.exec(env.ref, spec, sinks, opSignal);
+      const backend = env.backend.name;
+      const timer = this.metrics.execDuration.startTimer({ backend });
+      let outcome: ExecOutcome = "error";
+      let result: ExecResult;
+      try {
+        result = await env.backend.driver.exec(env.ref, spec, sinks, opSignal);
+        outcome = result.kind;
+      } finally {
+        if (opSignal.aborted) {
+          outcome = "cancelled";
+          this.metrics.execCancellations.inc({ backend });
+        }
+        timer({ outcome });
+      }
       // Output the driver wrote before it returned is delivered before the result.
       await Promise.all(
         [sinks.stdout, sinks.stderr].map((s) => {
@@ -160,7 +195,9 @@ export class EnvironmentService {
     if (!environmentId) throw invalidArgument("the first CopyIn message must set environment_id");
     onEnvironment?.(environmentId);
     const dest = absolutePath(destPath ?? "", "dest_path");
+    let received = 0;
     async function* tarBytes(): AsyncGenerator<Uint8Array> {
+      received += firstPart.data.length;
       if (firstPart.data.length > 0) yield firstPart.data;
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
         if (next.value.environmentId !== undefined || next.value.destPath !== undefined) {
@@ -168,10 +205,11 @@ export class EnvironmentService {
             "a CopyIn message after the first set environment_id or dest_path; only the first message may, later ones carry just data",
           );
         }
+        received += next.value.data.length;
         yield next.value.data;
       }
     }
-    await this.exclusive(environmentId, signal, async (env, opSignal) => {
+    await this.exclusive(environmentId, "copyIn", signal, async (env, opSignal) => {
       const checked = checkedTar(Readable.from(tarBytes(), { objectMode: false }));
       let refusal: Error | undefined;
       checked.on("error", (err) => (refusal ??= err));
@@ -180,6 +218,8 @@ export class EnvironmentService {
       } catch (err) {
         // The checker's own verdict names the bad entry; prefer it to the driver's echo of it.
         throw refusal instanceof BerthError ? refusal : err;
+      } finally {
+        this.countCopy(env.backend, "in", received);
       }
       if (refusal !== undefined) throw refusal;
     });
@@ -188,20 +228,28 @@ export class EnvironmentService {
   /** The tar stream of a path, in messages of at most maxMessageBytes. */
   copyOut(id: string, srcPath: string, signal: AbortSignal): AsyncGenerator<Buffer> {
     const src = absolutePath(srcPath, "src_path");
-    return this.streaming<Buffer>(id, signal, async (env, opSignal, chunks) => {
+    return this.streaming<Buffer>(id, "copyOut", signal, async (env, opSignal, chunks) => {
       const tar = await env.backend.driver.copyOut(env.ref, src, opSignal);
-      await pipeline(
-        tar,
-        channelWritable(chunks, (data) => data),
-        { signal: opSignal },
-      );
+      let sent = 0;
+      try {
+        await pipeline(
+          tar,
+          channelWritable(chunks, (data) => {
+            sent += data.length;
+            return data;
+          }),
+          { signal: opSignal },
+        );
+      } finally {
+        this.countCopy(env.backend, "out", sent);
+      }
     });
   }
 
   async copyLocal(id: string, srcPath: string, destPath: string, signal: AbortSignal): Promise<void> {
     const src = absolutePath(srcPath, "src_path");
     const dest = absolutePath(destPath, "dest_path");
-    await this.exclusive(id, signal, (env, opSignal) => {
+    await this.exclusive(id, "copyLocal", signal, (env, opSignal) => {
       const { driver } = env.backend;
       if (!driver.copyLocal || !driver.capabilities().supportsLocalCopy) {
         throw new BerthError(
@@ -221,7 +269,7 @@ export class EnvironmentService {
     signal: AbortSignal,
   ): Promise<Record<string, string>> {
     const src = absolutePath(srcPath, "src_path");
-    const content = await this.exclusive(id, signal, (env, opSignal) =>
+    const content = await this.exclusive(id, "updateEnv", signal, (env, opSignal) =>
       env.backend.driver.readFile(env.ref, src, maxEnvFileBytes + 1, opSignal),
     );
     if (content === undefined) return currentEnv;
@@ -235,7 +283,7 @@ export class EnvironmentService {
   }
 
   async health(id: string, signal: AbortSignal): Promise<{ waitMs: number }> {
-    return this.exclusive(id, signal, (env) => env.backend.driver.health(env.ref));
+    return this.exclusive(id, "isHealthy", signal, (env) => env.backend.driver.health(env.ref));
   }
 
   /** Removes an environment; unknown ids succeed, so Remove is idempotent. */
@@ -245,13 +293,39 @@ export class EnvironmentService {
     // The runner may Remove right after cancelling a stream: stop what still runs, then wait for it.
     for (const controller of env.inFlight)
       controller.abort(new BerthError(Status.ABORTED, "the environment is being removed"));
-    await this.exclusive(id, AbortSignal.timeout(2 ** 31 - 1), async () => {
+    await this.exclusive(id, "remove", new AbortController().signal, async () => {
       if (this.environments.get(id) !== env) return;
       clearTimeout(env.deadline);
       await env.backend.driver.remove(env.ref);
       this.environments.delete(id);
+      this.release(env.backend);
+      this.metrics.environmentsActive.dec({ backend: env.backend.name });
       this.logger.info({ environmentId: id, backend: env.backend.name }, "environment removed");
     });
+  }
+
+  private countCopy(backend: Backend, direction: "in" | "out", bytes: number): void {
+    this.metrics.copyBytes.inc({ backend: backend.name, direction }, bytes);
+  }
+
+  private release(backend: Backend): void {
+    this.counts.set(backend, (this.counts.get(backend) ?? 1) - 1);
+    for (const listener of this.removedListeners) listener(backend);
+  }
+
+  /** Environments of a backend now, counting those being created. */
+  countOf(backend: Backend): number {
+    return this.counts.get(backend) ?? 0;
+  }
+
+  /** Called after an environment of a backend is gone (removed, or its Create failed). */
+  onRemoved(listener: (backend: Backend) => void): void {
+    this.removedListeners.push(listener);
+  }
+
+  /** The name of the backend an environment belongs to, if it exists. */
+  backendOf(id: string): string | undefined {
+    return this.environments.get(id)?.backend.name;
   }
 
   /** Ids of the environments that exist now, by backend name. */
@@ -277,12 +351,13 @@ export class EnvironmentService {
    */
   private async *streaming<E>(
     id: string,
+    rpc: LimitedRpc,
     signal: AbortSignal,
     run: (env: Environment, signal: AbortSignal, events: EventChannel<E>) => Promise<void>,
   ): AsyncGenerator<E> {
     const events = new EventChannel<E>();
     const consumerGone = new AbortController();
-    const running = this.exclusive(id, AbortSignal.any([signal, consumerGone.signal]), (env, opSignal) =>
+    const running = this.exclusive(id, rpc, AbortSignal.any([signal, consumerGone.signal]), (env, opSignal) =>
       run(env, opSignal, events),
     ).then(
       () => events.end(),
@@ -297,28 +372,66 @@ export class EnvironmentService {
     }
   }
 
-  /** Runs fn after every earlier operation on the environment, with a signal Remove can abort. */
+  /**
+   * Runs fn after every earlier operation on the environment, with a signal
+   * that Remove and the backend's deadline for this RPC can abort.
+   */
   private async exclusive<T>(
     id: string,
+    rpc: LimitedRpc,
     signal: AbortSignal,
     fn: (env: Environment, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
     const env = this.lookup(id);
     const controller = new AbortController();
-    const opSignal = AbortSignal.any([signal, controller.signal]);
     const previous = env.tail;
     let release!: () => void;
     env.tail = new Promise((resolve) => (release = resolve));
     env.inFlight.add(controller);
     try {
-      await previous;
-      opSignal.throwIfAborted();
-      if (this.environments.get(id) !== env) throw notFound(`environment ${id} was removed`);
-      return await fn(env, opSignal);
+      return await withDeadline(
+        env.backend,
+        rpc,
+        AbortSignal.any([signal, controller.signal]),
+        async (opSignal) => {
+          await previous;
+          opSignal.throwIfAborted();
+          if (this.environments.get(id) !== env) throw notFound(`environment ${id} was removed`);
+          return await fn(env, opSignal);
+        },
+      );
     } finally {
       env.inFlight.delete(controller);
       release();
     }
+  }
+}
+
+/**
+ * Runs fn with the backend's deadline for this RPC (limits.rpcTimeoutSeconds),
+ * if it has one: past it, the operation is aborted (a command is killed) and
+ * the call fails with DEADLINE_EXCEEDED.
+ */
+async function withDeadline<T>(
+  backend: Backend,
+  rpc: LimitedRpc,
+  signal: AbortSignal,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const limitMs = backend.limits.rpcTimeoutMs[rpc];
+  if (limitMs === undefined) return fn(signal);
+  const exceeded = new BerthError(
+    Status.DEADLINE_EXCEEDED,
+    `${rpc} took longer than backend ${backend.name} allows (limits.rpcTimeoutSeconds.${rpc} = ${limitMs / 1000})`,
+  );
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(exceeded), limitMs);
+  try {
+    return await fn(AbortSignal.any([signal, deadline.signal]));
+  } catch (err) {
+    throw deadline.signal.aborted && !signal.aborted ? exceeded : err;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -2,13 +2,22 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { invalidArgument } from "./errors.js";
 
-export type ListenAddress = { kind: "unix"; path: string } | { kind: "tcp"; host: string; port: number };
+export type ListenAddress =
+  | { kind: "unix"; path: string }
+  | { kind: "tcp"; host: string; port: number }
+  /** A socket systemd opened and passed in (socket activation), by its FileDescriptorName. */
+  | { kind: "systemd"; name?: string };
 
 /**
- * Parses `unix:///abs/path`, `unix://./relative`, `unix:path` or
- * `tcp://host:port` (IPv6 as `tcp://[::1]:port`).
+ * Parses `unix:///abs/path`, `unix://./relative`, `unix:path`,
+ * `tcp://host:port` (IPv6 as `tcp://[::1]:port`), or `systemd:NAME` /
+ * `systemd:` for a socket passed in by systemd.
  */
 export function parseListenAddress(address: string): ListenAddress {
+  if (address.startsWith("systemd:")) {
+    const name = address.slice("systemd:".length);
+    return name ? { kind: "systemd", name } : { kind: "systemd" };
+  }
   if (address.startsWith("unix:")) {
     let path = address.slice("unix:".length);
     if (path.startsWith("//")) path = path.slice(2);
@@ -27,17 +36,18 @@ export function parseListenAddress(address: string): ListenAddress {
     return { kind: "tcp", host, port };
   }
   throw invalidArgument(
-    `listen address "${address}" is not understood; use unix:///path/to.sock or tcp://host:port`,
+    `listen address "${address}" is not understood; use unix:///path/to.sock, tcp://host:port or systemd:NAME`,
   );
 }
 
 /** The address as grpc-js binds it. */
-export function grpcAddress(address: ListenAddress): string {
+export function grpcAddress(address: Exclude<ListenAddress, { kind: "systemd" }>): string {
   if (address.kind === "unix") return `unix://${address.path}`;
   return isIP(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
 export function formatListenAddress(address: ListenAddress): string {
+  if (address.kind === "systemd") return `systemd:${address.name ?? ""}`;
   return address.kind === "unix" ? `unix://${address.path}` : `tcp://${grpcAddress(address)}`;
 }
 

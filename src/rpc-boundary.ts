@@ -1,29 +1,70 @@
 import { ServerError, type ServerMiddleware } from "nice-grpc";
 import type { Logger } from "pino";
+import { type AuditLog, argvDigest } from "./audit.js";
+import { callerAllowed, callerOf, describeCaller } from "./caller.js";
 import { BerthError, Status, isAbortError } from "./errors.js";
+import type { Metrics } from "./metrics.js";
 import type { RpcContextExt, RpcInfo } from "./protocol/common.js";
+
+export interface BoundaryDeps {
+  logger: Logger;
+  calls: PluginCallTracker;
+  metrics: Metrics;
+  /** The audit log now (a reload may open another). */
+  audit: () => AuditLog | undefined;
+  /** The listener now (a reload may point it at another backend). */
+  listener: () => {
+    address: string;
+    /** The backend the listener creates environments on: the label of calls with no environment yet. */
+    backend: string;
+    /** Client identities allowed in (mutual TLS); undefined: any verified client. */
+    allowedClients?: readonly string[];
+  };
+  /** The backend an environment id belongs to, if it exists. */
+  backendOf: (id: string) => string | undefined;
+}
 
 /**
  * The one place errors become gRPC statuses. A BerthError keeps its code and
  * message; an unexpected exception is a bug: logged with its stack, answered
- * INTERNAL without one. Every call gets one debug log line.
+ * INTERNAL without one. Every call is counted and timed, gets one debug log
+ * line, and plugin calls one audit record, written before the call returns.
  */
-export function rpcBoundary(logger: Logger, calls: PluginCallTracker): ServerMiddleware<RpcContextExt> {
+export function rpcBoundary(deps: BoundaryDeps): ServerMiddleware<RpcContextExt> {
+  const { logger, calls, metrics } = deps;
   return async function* boundary(call, context) {
-    const tracked = call.method.path.startsWith("/plugin.");
-    if (tracked && calls.draining) {
-      throw new ServerError(
-        Status.UNAVAILABLE,
-        "berth is shutting down and takes no new calls; retry against its next start",
-      );
-    }
-    if (tracked) calls.enter();
+    const listener = deps.listener();
+    const [, service = "", method = call.method.path] = /^\/(.+)\/([^/]+)$/.exec(call.method.path) ?? [];
+    const plugin = service.startsWith("plugin.");
+    const protocol = plugin ? service.replace(/^plugin\.(\w+)\..*$/, "$1") : service;
+    const caller = callerOf(context.metadata);
     const rpc: RpcInfo = {};
     const log = logger.child({ rpc: call.method.path });
     const started = performance.now();
     let code = Status.OK;
+    const note = (id: string) => {
+      rpc.environmentId = id;
+      rpc.backend ??= deps.backendOf(id);
+    };
     try {
-      return yield* call.next(call.request, { ...context, rpc, log });
+      if (listener.allowedClients && !callerAllowed(caller, listener.allowedClients)) {
+        throw new BerthError(
+          Status.PERMISSION_DENIED,
+          `${describeCaller(caller)} is not allowed on ${listener.address} (tls.allowedClients)`,
+        );
+      }
+      if (plugin && calls.draining) {
+        throw new BerthError(
+          Status.UNAVAILABLE,
+          "berth is shutting down and takes no new calls; retry against its next start",
+        );
+      }
+      if (plugin) calls.enter();
+      try {
+        return yield* call.next(call.request, { ...context, rpc, log, noteEnvironment: note });
+      } finally {
+        if (plugin) calls.leave();
+      }
     } catch (err) {
       if (err instanceof ServerError) {
         code = err.code;
@@ -45,15 +86,34 @@ export function rpcBoundary(logger: Logger, calls: PluginCallTracker): ServerMid
         `internal error in berth during ${call.method.path}; its log has the details`,
       );
     } finally {
-      if (tracked) calls.leave();
+      const seconds = (performance.now() - started) / 1000;
+      const backend = rpc.backend ?? listener.backend;
+      metrics.rpcRequests.inc({ protocol, backend, rpc: method, code: Status[code] });
+      metrics.rpcDuration.observe({ protocol, backend, rpc: method }, seconds);
       log.debug(
-        {
-          environmentId: rpc.environmentId,
-          code: Status[code],
-          durationMs: Math.round(performance.now() - started),
-        },
+        { environmentId: rpc.environmentId, code: Status[code], durationMs: Math.round(seconds * 1000) },
         "rpc",
       );
+      const audit = deps.audit();
+      if (plugin && audit) {
+        const command =
+          method === "Exec" ? (call.request as { command?: string[] } | undefined)?.command : undefined;
+        await audit
+          .record({
+            time: new Date().toISOString(),
+            caller,
+            listener: listener.address,
+            protocol,
+            backend,
+            rpc: method,
+            ...(rpc.environmentId ? { environmentId: rpc.environmentId } : {}),
+            durationMs: Math.round(seconds * 1000),
+            outcome: code === Status.OK ? "ok" : code === Status.CANCELLED ? "cancelled" : "error",
+            code: Status[code],
+            ...(command ? { argv: argvDigest(command) } : {}),
+          })
+          .catch((err: unknown) => log.error({ err }, "cannot write the audit log"));
+      }
     }
   };
 }

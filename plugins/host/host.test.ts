@@ -211,7 +211,7 @@ describe("host driver without bubblewrap", () => {
     assert.notEqual(code, 0);
     assert.match(
       stderr,
-      /driver host: unknown option "rooot" \(known options: root, isolation, allowedLocalRoots, killGraceMs\)/,
+      /--backend-opt rooot: unknown option of driver host \(known: root, isolation, allowedLocalRoots, killGraceMs\)/,
     );
   });
 });

@@ -7,25 +7,29 @@ import { invalidArgument } from "../errors.js";
 /** What the server's middleware learns about a call while an adapter handles it, for the log line. */
 export interface RpcInfo {
   environmentId?: string;
+  /** The backend of that environment. */
+  backend?: string;
 }
 
 /** What the server's middleware adds to every call's context. */
 export interface RpcContextExt {
   rpc: RpcInfo;
   log: Logger;
+  /** Records the call's environment (and its backend) for the log, metrics and audit. */
+  noteEnvironment: (id: string) => void;
 }
 
 export type RpcContext = CallContext & RpcContextExt;
 
-/** What an adapter needs: the core and the backend its listener serves. */
+/** What an adapter needs: the core and the backend its listener serves now (a reload may change it). */
 export interface AdapterDeps {
   environments: EnvironmentService;
-  backend: Backend;
+  backend: () => Backend;
 }
 
 /** Notes the environment id on the call for logging, and passes it through. */
 export function noteEnvironment(context: RpcContext, id: string): string {
-  context.rpc.environmentId = id;
+  context.noteEnvironment(id);
   return id;
 }
 

@@ -28,15 +28,15 @@ export function createV1Service({
 }: AdapterDeps): ServiceImplementation<typeof BackendPluginDefinition, RpcContextExt> {
   return {
     async capabilities() {
-      const caps = environments.capabilities(backend);
+      const caps = environments.capabilities(backend());
       const layout = caps.globalLayout;
       if (!layout) {
         throw failedPrecondition(
-          `backend ${backend.name} cannot serve plugin.v1: ${caps.globalLayoutUnavailableReason ?? "it has no global layout"}`,
+          `backend ${backend().name} cannot serve plugin.v1: ${caps.globalLayoutUnavailableReason ?? "it has no global layout"}`,
         );
       }
       return {
-        name: backend.name,
+        name: backend().name,
         rootPath: layout.rootPath,
         actPath: layout.actPath,
         toolCachePath: layout.toolCachePath,
@@ -72,7 +72,7 @@ export function createV1Service({
         forcePull: request.forcePull,
         platform: request.platform,
       });
-      const { id } = await environments.create(backend, spec, context.signal);
+      const { id } = await environments.create(backend(), spec, context.signal);
       return { environmentId: noteEnvironment(context, id), delegate: undefined };
     },
 

@@ -22,7 +22,7 @@ export function createV1alphaService({
 }: AdapterDeps): ServiceImplementation<typeof BackendPluginDefinition, RpcContextExt> {
   return {
     async capabilities() {
-      return { name: backend.name };
+      return { name: backend().name };
     },
 
     async create(request, context) {
@@ -41,7 +41,7 @@ export function createV1alphaService({
         labelArg: request.labelArg,
         timeoutMs: timeoutMs || undefined,
       });
-      const { id, layout } = await environments.create(backend, spec, context.signal);
+      const { id, layout } = await environments.create(backend(), spec, context.signal);
       return {
         environmentId: noteEnvironment(context, id),
         rootPath: layout.rootPath,

@@ -10,6 +10,8 @@ export interface TestPki {
   serverKey: string;
   clientCert: string;
   clientKey: string;
+  /** Another client certificate of the same CA, named other-client (DNS:other.test). */
+  otherClient: { cert: string; key: string };
   /** A client certificate from another CA, which berth must refuse. */
   strangerCert: string;
   strangerKey: string;
@@ -86,6 +88,7 @@ export function makeTestPki(): TestPki {
   makeCa(dir, "stranger-ca");
   makeCert(dir, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
   makeCert(dir, "client", "ca", "subjectAltName=DNS:runner.test\nextendedKeyUsage=clientAuth\n");
+  makeCert(dir, "other-client", "ca", "subjectAltName=DNS:other.test\nextendedKeyUsage=clientAuth\n");
   makeCert(dir, "stranger", "stranger-ca", "subjectAltName=DNS:stranger.test\nextendedKeyUsage=clientAuth\n");
   const file = (name: string) => join(dir, name);
   return {
@@ -95,6 +98,7 @@ export function makeTestPki(): TestPki {
     serverKey: file("server.key"),
     clientCert: file("client.pem"),
     clientKey: file("client.key"),
+    otherClient: { cert: file("other-client.pem"), key: file("other-client.key") },
     strangerCert: file("stranger.pem"),
     strangerKey: file("stranger.key"),
   };

@@ -1,0 +1,490 @@
+/**
+ * berth's configuration: a YAML file validated with zod (unknown keys are
+ * refused), command-line flags laid over it (flags win), and the checks that
+ * need more than one key (which backend a listener serves, the driver's own
+ * options, readable TLS files). Every problem names the file, line and key.
+ */
+import { readFileSync } from "node:fs";
+import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
+import { z } from "zod";
+import { type RegisteredDriver, driverNames, findDriverFactory } from "./drivers.js";
+import { BerthError, Status, messageOf } from "./errors.js";
+import { isLoopbackHost, parseListenAddress } from "./listen-address.js";
+import type { LogLevel } from "./logger.js";
+
+export const defaultListen = "unix://./berth.sock";
+
+const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
+
+/** RPCs a backend's limits may give a deadline, by their names in the protocols. */
+export const limitedRpcs = [
+  "create",
+  "start",
+  "exec",
+  "copyIn",
+  "copyOut",
+  "copyLocal",
+  "updateEnv",
+  "isHealthy",
+  "remove",
+] as const;
+export type LimitedRpc = (typeof limitedRpcs)[number];
+
+const tlsSchema = z
+  .object({
+    cert: z.string().min(1),
+    key: z.string().min(1),
+    clientCa: z.string().min(1).optional(),
+    allowedClients: z.array(z.string().min(1)).min(1).optional(),
+    reloadSeconds: z.number().positive().default(60),
+  })
+  .strict();
+
+const socketSchema = z
+  .object({
+    mode: z
+      .string()
+      .regex(/^0?[0-7]{3}$/, 'expected an octal mode as a string, e.g. "0660"')
+      .default("0660"),
+    owner: z.union([z.string().min(1), z.number().int().nonnegative()]).optional(),
+    group: z.union([z.string().min(1), z.number().int().nonnegative()]).optional(),
+  })
+  .strict();
+
+const listenerSchema = z
+  .object({
+    address: z.string().min(1),
+    backend: z.string().min(1).optional(),
+    tls: tlsSchema.optional(),
+    insecure: z.boolean().default(false),
+    socket: socketSchema.optional(),
+  })
+  .strict();
+
+const limitsSchema = z
+  .object({
+    maxEnvironments: z.number().int().positive().optional(),
+    rpcTimeoutSeconds: z
+      .object(Object.fromEntries(limitedRpcs.map((rpc) => [rpc, z.number().positive().optional()])))
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+const backendSchema = z
+  .object({
+    driver: z.string().min(1),
+    options: z.record(z.string(), z.unknown()).default({}),
+    limits: limitsSchema.default({ rpcTimeoutSeconds: {} }),
+  })
+  .strict();
+
+const backendName = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export const configSchema = z
+  .object({
+    listeners: z.array(listenerSchema).min(1).optional(),
+    backends: z
+      .record(
+        z.string().regex(backendName, "a backend name is lower-case letters, digits and '-'"),
+        backendSchema,
+      )
+      .optional(),
+    logging: z
+      .object({
+        level: z.enum(logLevels).default("info"),
+        format: z.enum(["auto", "json", "pretty"]).default("auto"),
+      })
+      .strict()
+      .default({ level: "info", format: "auto" }),
+    metrics: z
+      .object({ listen: z.string().min(1) })
+      .strict()
+      .optional(),
+    audit: z
+      .object({ destination: z.string().min(1) })
+      .strict()
+      .optional(),
+    shutdownGraceSeconds: z.number().nonnegative().default(10),
+  })
+  .strict();
+
+export type FileConfig = z.infer<typeof configSchema>;
+
+/** The command-line flags of `berth serve`; each has a key in the file, and wins over it. */
+export interface ServeFlags {
+  config?: string;
+  backend?: string;
+  backendOpt: Record<string, string>;
+  listen: string[];
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  insecure?: boolean;
+  logLevel?: LogLevel;
+  shutdownGrace?: number;
+  metricsListen?: string;
+  auditLog?: string;
+}
+
+export interface TlsConfig {
+  cert: string;
+  key: string;
+  /** Makes client certificates mandatory and verified against this CA (mutual TLS). */
+  clientCa?: string;
+  /** Client identities (a SAN such as `DNS:runner-1`, `URI:spiffe://…`, or the subject's CN) allowed in. */
+  allowedClients?: string[];
+  /** How often the files are read again, so rotated certificates take effect without a restart. */
+  reloadSeconds: number;
+}
+
+export interface ListenerConfig {
+  address: string;
+  /** Name of the backend whose environments this listener creates. */
+  backend: string;
+  tls?: TlsConfig;
+  /** Plain TCP without TLS; refused unless the address is loopback. */
+  insecure?: boolean;
+  socketMode?: number;
+  socketOwner?: string | number;
+  socketGroup?: string | number;
+}
+
+export interface BackendConfig {
+  name: string;
+  driver: string;
+  /** The driver's options, as its schema parsed them. */
+  options: unknown;
+  limits: {
+    maxEnvironments?: number;
+    rpcTimeoutMs: Partial<Record<LimitedRpc, number>>;
+  };
+}
+
+/** Everything a daemon is built from. */
+export interface DaemonConfig {
+  backends: BackendConfig[];
+  listeners: ListenerConfig[];
+  /** How long in-flight calls may finish after a shutdown begins before they are cancelled. */
+  shutdownGraceMs: number;
+  logging: { level: LogLevel; format: "auto" | "json" | "pretty" };
+  metrics?: { listen: string };
+  audit?: { destination: string };
+}
+
+/** A configuration that cannot be used: every problem, each with where it is. */
+export class ConfigError extends BerthError {
+  constructor(readonly problems: string[]) {
+    super(Status.INVALID_ARGUMENT, `invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Where a key is: the file's line and column, or the command line. */
+class Locator {
+  constructor(
+    private readonly file: string | undefined,
+    private readonly document: Document | undefined,
+    private readonly lines: LineCounter,
+  ) {}
+
+  /**
+   * `file:line:col: key` for a path in the file (or its nearest enclosing key
+   * there), `command line: key` for what the flags set.
+   */
+  at(path: readonly PropertyKey[], options: { keyOnly?: boolean; fromFlags?: boolean } = {}): string {
+    const key = formatPath(path);
+    if (options.fromFlags || this.file === undefined || this.document === undefined) {
+      return `command line: ${key}`;
+    }
+    const node = nodeAt(this.document, path, options.keyOnly ?? false);
+    if (!node?.range) return `${this.file}: ${key}`;
+    const { line, col } = this.lines.linePos(node.range[0]);
+    return `${this.file}:${line}:${col}: ${key}`;
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return (
+    path
+      .map((part) => (typeof part === "number" ? `[${part}]` : `.${String(part)}`))
+      .join("")
+      .replace(/^\./, "") || "(top level)"
+  );
+}
+
+/** The YAML node at a path; for keyOnly, the key of the last step (for unknown keys). */
+function nodeAt(document: Document, path: readonly PropertyKey[], keyOnly: boolean): Node | undefined {
+  let node: unknown = document.contents;
+  let last: Node | undefined = node as Node | undefined;
+  for (const [index, part] of path.entries()) {
+    if (isMap(node)) {
+      const pair = node.items.find((item) => isPair(item) && isScalar(item.key) && item.key.value === part);
+      if (!pair) return last;
+      if (keyOnly && index === path.length - 1) return pair.key as Node;
+      node = pair.value;
+    } else if (isSeq(node) && typeof part === "number") {
+      node = node.items[part];
+    } else return last;
+    if (node && typeof node === "object" && "range" in node) last = node as Node;
+  }
+  return last;
+}
+
+/** Issues of a zod parse as located problems. */
+function zodProblems(error: z.ZodError, locate: Locator, prefix: PropertyKey[] = []): string[] {
+  return error.issues.flatMap((issue) => {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => `${locate.at([...path, key], { keyOnly: true })}: unknown key`);
+    }
+    return [`${locate.at(path)}: ${issue.message}`];
+  });
+}
+
+/** The known option names of a driver, for "unknown key" messages. */
+function knownOptions(factory: RegisteredDriver): string {
+  return Object.keys(factory.optionsSchema.shape).join(", ");
+}
+
+/** Reads and parses the file, collecting YAML syntax errors with their lines. */
+function readConfigFile(file: string): { document: Document; lines: LineCounter; value: unknown } {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError([`${file}: cannot read the configuration file: ${messageOf(err)}`]);
+  }
+  const lines = new LineCounter();
+  const document = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const problems = document.errors.map((err) => {
+    const { line, col } = lines.linePos(err.pos[0]);
+    return `${file}:${line}:${col}: ${err.message.split("\n")[0]}`;
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { document, lines, value: document.toJS() ?? {} };
+}
+
+/**
+ * Loads the configuration: the file (if any), then the flags over it, then
+ * every check that needs the whole (listeners' backends, drivers and their
+ * options, and unless checkFiles is false, that TLS files can be read).
+ * Throws a ConfigError listing every problem.
+ */
+export function loadConfig(
+  flags: ServeFlags,
+  { checkFiles = true }: { checkFiles?: boolean } = {},
+): DaemonConfig {
+  const file = flags.config;
+  const parsed = file ? readConfigFile(file) : undefined;
+  const locate = new Locator(file, parsed?.document, parsed?.lines ?? new LineCounter());
+  const result = configSchema.safeParse(parsed?.value ?? {});
+  if (!result.success) throw new ConfigError(zodProblems(result.error, locate));
+  const fileConfig = result.data;
+  const problems: string[] = [];
+
+  // Backends: the file's, and the one --backend names if the file has none by that name.
+  const backends = new Map(
+    Object.entries(fileConfig.backends ?? {}).map(([name, backend]) => [
+      name,
+      { ...backend, fromFlags: false, flagOptions: new Set<string>() },
+    ]),
+  );
+  const flagBackend = flags.backend ?? (backends.size === 0 ? "host" : undefined);
+  if (flagBackend !== undefined && !backends.has(flagBackend)) {
+    backends.set(flagBackend, {
+      driver: flagBackend,
+      options: {},
+      limits: { rpcTimeoutSeconds: {} },
+      fromFlags: true,
+      flagOptions: new Set(),
+    });
+  }
+  const soleBackend = flagBackend ?? (backends.size === 1 ? [...backends.keys()][0] : undefined);
+  if (Object.keys(flags.backendOpt).length > 0) {
+    const target = backends.get(soleBackend ?? "");
+    if (target === undefined) {
+      problems.push("command line: --backend-opt: the file has several backends; say which with --backend");
+    } else {
+      target.options = { ...target.options, ...flags.backendOpt };
+      for (const key of Object.keys(flags.backendOpt)) target.flagOptions.add(key);
+    }
+  }
+
+  // Listeners: --listen replaces the file's; flag listeners serve --backend (or the only backend).
+  type Listener = z.infer<typeof listenerSchema> & { fromFlags: boolean };
+  const listeners: Listener[] =
+    flags.listen.length > 0 || !fileConfig.listeners
+      ? (flags.listen.length > 0 ? flags.listen : [defaultListen]).map((address) => ({
+          address,
+          backend: soleBackend,
+          insecure: false,
+          fromFlags: true,
+        }))
+      : fileConfig.listeners.map((listener) => ({
+          ...listener,
+          backend: listener.backend ?? soleBackend,
+          fromFlags: false,
+        }));
+  const flagTls: TlsConfig | undefined =
+    flags.tlsCert !== undefined || flags.tlsKey !== undefined
+      ? { cert: flags.tlsCert ?? "", key: flags.tlsKey ?? "", clientCa: flags.tlsClientCa, reloadSeconds: 60 }
+      : undefined;
+  if (flagTls && (!flagTls.cert || !flagTls.key)) {
+    problems.push("command line: --tls-cert and --tls-key go together");
+  }
+
+  const resolvedBackends: BackendConfig[] = [];
+  for (const [name, backend] of backends) {
+    const path = ["backends", name];
+    const fromFlags = backend.fromFlags;
+    let factory: RegisteredDriver;
+    try {
+      factory = findDriverFactory(backend.driver);
+    } catch {
+      problems.push(
+        `${locate.at([...path, "driver"], { fromFlags })}: unknown driver "${backend.driver}" (berth has: ${driverNames().join(", ")})`,
+      );
+      continue;
+    }
+    const options = factory.optionsSchema.strict().safeParse(backend.options);
+    if (!options.success) {
+      for (const issue of options.error.issues) {
+        const keys = issue.code === "unrecognized_keys" ? issue.keys : [String(issue.path[0] ?? "")];
+        for (const key of keys) {
+          const where = backend.flagOptions.has(key)
+            ? `command line: --backend-opt ${key}`
+            : locate.at([...path, "options", ...(issue.code === "unrecognized_keys" ? [key] : issue.path)], {
+                keyOnly: issue.code === "unrecognized_keys",
+                fromFlags,
+              });
+          problems.push(
+            issue.code === "unrecognized_keys"
+              ? `${where}: unknown option of driver ${factory.name} (known: ${knownOptions(factory)})`
+              : `${where}: ${issue.message}`,
+          );
+        }
+      }
+      continue;
+    }
+    resolvedBackends.push({
+      name,
+      driver: factory.name,
+      options: options.data,
+      limits: {
+        maxEnvironments: backend.limits.maxEnvironments,
+        rpcTimeoutMs: Object.fromEntries(
+          Object.entries(backend.limits.rpcTimeoutSeconds)
+            .filter(([, seconds]) => seconds !== undefined)
+            .map(([rpc, seconds]) => [rpc, Math.round((seconds as number) * 1000)]),
+        ),
+      },
+    });
+  }
+
+  const resolvedListeners: ListenerConfig[] = [];
+  for (const [index, listener] of listeners.entries()) {
+    const path = ["listeners", index];
+    const at = (...keys: PropertyKey[]) => locate.at([...path, ...keys], { fromFlags: listener.fromFlags });
+    let address;
+    try {
+      address = parseListenAddress(listener.address);
+    } catch (err) {
+      problems.push(`${at("address")}: ${messageOf(err)}`);
+      continue;
+    }
+    if (listener.backend === undefined) {
+      problems.push(
+        `${at()}: say which backend this listener serves (backend: one of ${[...backends.keys()].join(", ")})`,
+      );
+      continue;
+    }
+    if (!backends.has(listener.backend)) {
+      problems.push(
+        `${at("backend")}: no backend "${listener.backend}" (there are: ${[...backends.keys()].join(", ") || "none"})`,
+      );
+      continue;
+    }
+    // A socket from systemd may be TCP: TLS applies if configured (the daemon checks which it is).
+    const tls = address.kind !== "unix" ? (flagTls ?? listener.tls) : undefined;
+    const tlsFromFlags = listener.fromFlags || flagTls !== undefined;
+    const insecure = flags.insecure === true || listener.insecure;
+    if (address.kind === "tcp") {
+      const problem = tcpListenerProblem(listener.address, address.host, tls, insecure);
+      if (problem) problems.push(`${at()}: ${problem}`);
+    }
+    if (tls && checkFiles) {
+      for (const key of ["cert", "key", "clientCa"] as const) {
+        const tlsFile = tls[key];
+        if (tlsFile === undefined || tlsFile === "") continue;
+        try {
+          readFileSync(tlsFile);
+        } catch (err) {
+          problems.push(
+            `${locate.at([...path, "tls", key], { fromFlags: tlsFromFlags })}: cannot read TLS file ${tlsFile}: ${messageOf(err)}`,
+          );
+        }
+      }
+    }
+    if (tls) {
+      if (tls.allowedClients && !tls.clientCa) {
+        problems.push(
+          `${at("tls", "allowedClients")}: needs clientCa: identities come from verified client certificates`,
+        );
+      }
+    }
+    resolvedListeners.push({
+      address: listener.address,
+      backend: listener.backend,
+      ...(tls ? { tls } : {}),
+      insecure,
+      socketMode: Number.parseInt(listener.socket?.mode ?? "0660", 8),
+      socketOwner: listener.socket?.owner,
+      socketGroup: listener.socket?.group,
+    });
+  }
+  const addresses = listeners.map((listener) => listener.address);
+  for (const [index, address] of addresses.entries()) {
+    if (addresses.indexOf(address) !== index) {
+      problems.push(
+        `${locate.at(["listeners", index, "address"], { fromFlags: listeners[index].fromFlags })}: ${address} is listed twice`,
+      );
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    backends: resolvedBackends.filter((backend) =>
+      resolvedListeners.some((listener) => listener.backend === backend.name),
+    ),
+    listeners: resolvedListeners,
+    shutdownGraceMs: (flags.shutdownGrace ?? fileConfig.shutdownGraceSeconds) * 1000,
+    logging: { level: flags.logLevel ?? fileConfig.logging.level, format: fileConfig.logging.format },
+    ...((flags.metricsListen ?? fileConfig.metrics)
+      ? { metrics: { listen: flags.metricsListen ?? fileConfig.metrics!.listen } }
+      : {}),
+    ...((flags.auditLog ?? fileConfig.audit)
+      ? { audit: { destination: flags.auditLog ?? fileConfig.audit!.destination } }
+      : {}),
+  };
+}
+
+/**
+ * Why a TCP listener may not start, or undefined: TCP needs TLS, and plain
+ * TCP (insecure) is only allowed on loopback addresses.
+ */
+export function tcpListenerProblem(
+  address: string,
+  host: string,
+  tls: TlsConfig | undefined,
+  insecure: boolean,
+): string | undefined {
+  if (tls) return undefined;
+  if (!insecure) {
+    return `listener ${address} is TCP without TLS; give --tls-cert and --tls-key (and --tls-client-ca for mutual TLS), or --insecure on a loopback address`;
+  }
+  if (!isLoopbackHost(host)) {
+    return `refusing plain TCP on ${host}: --insecure is only allowed on loopback addresses (127.0.0.1, ::1, localhost); anyone who reaches this address could run commands. Use TLS with --tls-client-ca instead`;
+  }
+  return undefined;
+}
