@@ -44,4 +44,5 @@ npm run build --silent
 node --test --test-concurrency=1 --test-reporter=spec \
   dist/test/kubernetes.conformance.test.js \
   dist/test/deploy-kubernetes.test.js \
+  dist/test/three-backends.test.js \
   "dist/plugins/kubernetes/*.test.js"

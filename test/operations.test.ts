@@ -295,6 +295,7 @@ audit:
     }
     const text = await readFile(join(dir, "audit.jsonl"), "utf8");
     assert.ok(!text.includes(secret), "the audit log holds no env value or file content");
+    assert.ok(!daemon.log().includes(secret), "nor does berth's own log, at debug level");
     const records = text
       .trim()
       .split("\n")
