@@ -4,7 +4,7 @@
  * `berth serve --config` process and real sockets.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, lstat, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -419,6 +419,82 @@ backends:
     } finally {
       channel.close();
       assert.equal(await daemon.stop(), 0);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("listener security settings", () => {
+  test("socket.mode, owner and group are applied to the socket file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-socket-"));
+    try {
+      const daemon = await serveConfig(
+        dir,
+        `listeners:
+  - address: unix://DIR/berth.sock
+    socket:
+      mode: "0640"
+      owner: 65534
+      group: daemon
+`,
+      );
+      try {
+        const stat = await lstat(join(dir, "berth.sock"));
+        assert.deepEqual([stat.mode & 0o777, stat.uid, stat.gid], [0o640, 65534, 1]);
+      } finally {
+        await daemon.stop();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("rotated certificate files take effect without a restart", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-rotation-"));
+    const before = makeTestPki();
+    const rotated = makeTestPki();
+    const install = async (pki: TestPki) => {
+      await copyFile(pki.serverCert, join(dir, "server.pem"));
+      await copyFile(pki.serverKey, join(dir, "server.key"));
+      await copyFile(pki.ca, join(dir, "ca.pem"));
+    };
+    await install(before);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const daemon = await serveConfig(
+      dir,
+      `listeners:
+  - address: tcp://127.0.0.1:${port}
+    tls:
+      cert: DIR/server.pem
+      key: DIR/server.key
+      clientCa: DIR/ca.pem
+      reloadSeconds: 1
+`,
+    );
+    const answers = async (pki: TestPki) => {
+      const channel = openChannel(daemon.address, { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey });
+      try {
+        return (await v1alphaClient(channel).capabilities()).name === "host";
+      } catch {
+        return false;
+      } finally {
+        channel.close();
+      }
+    };
+    try {
+      assert.equal(await answers(before), true);
+      assert.equal(await answers(rotated), false, "the new CA's client is not trusted yet");
+      await install(rotated);
+      let switched = false;
+      for (let i = 0; i < 50 && !switched; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        switched = await answers(rotated);
+      }
+      assert.ok(switched, "the new certificate and CA are in use within 10 s");
+      assert.equal(await answers(before), false, "the old CA's client is refused now");
+    } finally {
+      await daemon.stop();
+      for (const pki of [before, rotated]) await rm(pki.dir, { recursive: true, force: true });
       await rm(dir, { recursive: true, force: true });
     }
   });
