@@ -40,5 +40,7 @@ RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
 COPY bin/ bin/
 COPY --from=build /src/dist/ dist/
 USER 10001:10001
+# berth keeps its records (./.berth) and the host driver's work here.
+WORKDIR /var/lib/berth
 ENTRYPOINT ["berth"]
 CMD ["serve", "--listen", "unix:///run/berth/berth.sock"]

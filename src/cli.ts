@@ -3,10 +3,12 @@ import { Command, Option } from "commander";
 import { openChannel, pluginClient, type ClientTls, type Generation } from "./client.js";
 import { type DaemonConfig, type ServeFlags, defaultListen, loadConfig } from "./config.js";
 import { createDaemon, provisionBackend } from "./daemon.js";
+import { reconcile } from "./reconciler.js";
+import { StateStore } from "./state-store.js";
 import { driverNames } from "./drivers.js";
 import type { Backend } from "./environments.js";
 import { BerthError, messageOf } from "./errors.js";
-import { createLogger, type LogLevel } from "./logger.js";
+import { createLogger } from "./logger.js";
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -111,23 +113,22 @@ function serveOptions(command: Command): Command {
       "how long in-flight calls may finish on SIGTERM/SIGINT (default 10)",
     )
     .option("--metrics-listen <host:port>", "serve Prometheus metrics, /healthz and /readyz over HTTP here")
-    .option("--audit-log <file|stdout|stderr>", "write one JSON audit record per RPC here");
+    .option("--audit-log <file|stdout|stderr>", "write one JSON audit record per RPC here")
+    .option(
+      "--state-dir <dir>",
+      "where berth records its environments, to take them up after a restart (default ./.berth)",
+    )
+    .option(
+      "--instance <name>",
+      "this berth's name on what it creates; berths sharing an engine or namespace need different ones (default berth)",
+    );
 }
 
-interface RawServeFlags {
-  config?: string;
-  backend?: string;
+/** The flags as commander gives them: repeated options as lists, numbers as text. */
+type RawServeFlags = Omit<ServeFlags, "backendOpt" | "shutdownGrace"> & {
   backendOpt: string[];
-  listen: string[];
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsClientCa?: string;
-  insecure?: boolean;
-  logLevel?: LogLevel;
   shutdownGrace?: string;
-  metricsListen?: string;
-  auditLog?: string;
-}
+};
 
 function serveFlags(flags: RawServeFlags): ServeFlags {
   const grace = flags.shutdownGrace === undefined ? undefined : Number(flags.shutdownGrace);
@@ -225,7 +226,11 @@ Examples:
     for (const backendConfig of rawFlags.offline ? [] : config.backends) {
       let backend: Backend | undefined;
       try {
-        await provisionBackend(backendConfig, logger, (made) => (backend = made));
+        await provisionBackend(
+          backendConfig,
+          { logger, instance: config.instance },
+          (made) => (backend = made),
+        );
       } finally {
         await backend?.driver.cleanup();
       }
@@ -237,6 +242,57 @@ Examples:
           ", ",
         )}; backends ${rawFlags.offline ? "(not contacted)" : "provisioned"}: ${config.backends.map((b) => `${b.name} (${b.driver})`).join(", ")}\n`,
     );
+  });
+
+serveOptions(
+  program
+    .command("gc")
+    .description(
+      "Run the reconciler once by hand: remove what the backends hold for this berth instance that no record of the state directory accounts for (older than reconciler.orphanGraceSeconds), and environments older than reconciler.maxAgeSeconds. Prints each one.",
+    ),
+)
+  .option("--dry-run", "only print what would be removed")
+  .addHelpText(
+    "after",
+    `
+Examples:
+  berth gc --config /etc/berth/berth.yaml --dry-run
+  berth gc --backend docker`,
+  )
+  .action(async (rawFlags: RawServeFlags & { dryRun?: boolean }) => {
+    const config = loadConfig(serveFlags(rawFlags));
+    const logger = createLogger(config.logging.level === "info" ? "warn" : config.logging.level);
+    const backends: Backend[] = [];
+    try {
+      for (const backendConfig of config.backends) {
+        await provisionBackend(backendConfig, { logger, instance: config.instance }, (made) =>
+          backends.push(made),
+        );
+      }
+      const recorded = new Set(
+        (await new StateStore(config.stateDir, logger).load()).map((record) => record.id),
+      );
+      const removals = await reconcile({
+        backends,
+        isLive: (id) => recorded.has(id),
+        // A recorded environment's record is the daemon's to drop; here its resources go.
+        removeLive: (found, backend) => backend.driver.remove({ id: found.id, state: found.state }),
+        orphanGraceMs: config.reconciler.orphanGraceMs,
+        maxAgeMs: config.reconciler.maxAgeMs,
+        dryRun: rawFlags.dryRun ?? false,
+        logger,
+      });
+      for (const removal of removals) {
+        const verb = rawFlags.dryRun ? "would remove" : removal.error ? "could not remove" : "removed";
+        process.stdout.write(
+          `${verb} ${removal.id} (backend ${removal.backend}, ${removal.reason === "orphan" ? "no record" : "older than reconciler.maxAgeSeconds"}, created ${removal.createdAt?.toISOString() ?? "at an unknown time"})${removal.error ? `: ${removal.error}` : ""}\n`,
+        );
+      }
+      if (removals.length === 0) process.stdout.write("nothing to remove\n");
+      if (removals.some((removal) => removal.error)) process.exitCode = 1;
+    } finally {
+      for (const backend of backends) await backend.driver.cleanup();
+    }
   });
 
 clientOptions(

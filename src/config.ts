@@ -5,6 +5,7 @@
  * options, readable TLS files). Every problem names the file, line and key.
  */
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
 import { z } from "zod";
 import { type RegisteredDriver, driverNames, findDriverFactory } from "./drivers.js";
@@ -64,6 +65,7 @@ const listenerSchema = z
 const limitsSchema = z
   .object({
     maxEnvironments: z.number().int().positive().optional(),
+    maxCopyInBytes: z.number().int().positive().optional(),
     rpcTimeoutSeconds: z
       .object(Object.fromEntries(limitedRpcs.map((rpc) => [rpc, z.number().positive().optional()])))
       .strict()
@@ -106,6 +108,23 @@ export const configSchema = z
       .strict()
       .optional(),
     shutdownGraceSeconds: z.number().nonnegative().default(10),
+    /** Remove every environment when berth stops, instead of keeping them for the next start. */
+    removeOnShutdown: z.boolean().default(false),
+    /** Where berth keeps its records of environments (re-adopted after a restart). */
+    stateDir: z.string().min(1).default(".berth"),
+    /** This berth's name on what it creates (labels); berths sharing an engine or namespace need different ones. */
+    instance: z
+      .string()
+      .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, "lower-case letters, digits and '-', at most 63")
+      .default("berth"),
+    reconciler: z
+      .object({
+        intervalSeconds: z.number().positive().default(300),
+        orphanGraceSeconds: z.number().nonnegative().default(120),
+        maxAgeSeconds: z.number().positive().optional(),
+      })
+      .strict()
+      .default({ intervalSeconds: 300, orphanGraceSeconds: 120 }),
   })
   .strict();
 
@@ -125,6 +144,8 @@ export interface ServeFlags {
   shutdownGrace?: number;
   metricsListen?: string;
   auditLog?: string;
+  stateDir?: string;
+  instance?: string;
 }
 
 export interface TlsConfig {
@@ -157,6 +178,8 @@ export interface BackendConfig {
   options: unknown;
   limits: {
     maxEnvironments?: number;
+    /** Most bytes of file content in one CopyIn; unset: the tar checker's default (64 GiB). */
+    maxCopyInBytes?: number;
     rpcTimeoutMs: Partial<Record<LimitedRpc, number>>;
   };
 }
@@ -170,6 +193,10 @@ export interface DaemonConfig {
   logging: { level: LogLevel; format: "auto" | "json" | "pretty" };
   metrics?: { listen: string };
   audit?: { destination: string };
+  removeOnShutdown: boolean;
+  stateDir: string;
+  instance: string;
+  reconciler: { intervalMs: number; orphanGraceMs: number; maxAgeMs?: number };
 }
 
 /** A configuration that cannot be used: every problem, each with where it is. */
@@ -330,6 +357,11 @@ export function loadConfig(
     flags.tlsCert !== undefined || flags.tlsKey !== undefined
       ? { cert: flags.tlsCert ?? "", key: flags.tlsKey ?? "", clientCa: flags.tlsClientCa, reloadSeconds: 60 }
       : undefined;
+  if (flags.instance !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(flags.instance)) {
+    problems.push(
+      `command line: --instance ${flags.instance}: lower-case letters, digits and '-', at most 63`,
+    );
+  }
   if (flagTls && (!flagTls.cert || !flagTls.key)) {
     problems.push("command line: --tls-cert and --tls-key go together");
   }
@@ -373,6 +405,7 @@ export function loadConfig(
       options: options.data,
       limits: {
         maxEnvironments: backend.limits.maxEnvironments,
+        maxCopyInBytes: backend.limits.maxCopyInBytes,
         rpcTimeoutMs: Object.fromEntries(
           Object.entries(backend.limits.rpcTimeoutSeconds)
             .filter(([, seconds]) => seconds !== undefined)
@@ -460,6 +493,16 @@ export function loadConfig(
     listeners: resolvedListeners,
     shutdownGraceMs: (flags.shutdownGrace ?? fileConfig.shutdownGraceSeconds) * 1000,
     logging: { level: flags.logLevel ?? fileConfig.logging.level, format: fileConfig.logging.format },
+    removeOnShutdown: fileConfig.removeOnShutdown,
+    stateDir: resolve(flags.stateDir ?? fileConfig.stateDir),
+    instance: flags.instance ?? fileConfig.instance,
+    reconciler: {
+      intervalMs: fileConfig.reconciler.intervalSeconds * 1000,
+      orphanGraceMs: fileConfig.reconciler.orphanGraceSeconds * 1000,
+      ...(fileConfig.reconciler.maxAgeSeconds === undefined
+        ? {}
+        : { maxAgeMs: fileConfig.reconciler.maxAgeSeconds * 1000 }),
+    },
     ...((flags.metricsListen ?? fileConfig.metrics)
       ? { metrics: { listen: flags.metricsListen ?? fileConfig.metrics!.listen } }
       : {}),

@@ -17,6 +17,8 @@ import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
 import { formatListenAddress, grpcAddress, parseListenAddress } from "./listen-address.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
+import { reconcile } from "./reconciler.js";
+import { StateStore } from "./state-store.js";
 import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
@@ -54,12 +56,13 @@ export interface Daemon {
  */
 export async function provisionBackend(
   config: BackendConfig,
-  logger: Logger,
+  { logger, instance }: { logger: Logger; instance: string },
   made: (backend: Backend) => void = () => {},
 ): Promise<Backend> {
   const factory = findDriverFactory(config.driver);
   const driver = factory.create(config.options, {
     logger: logger.child({ driver: factory.name, backend: config.name }),
+    instance,
   });
   const backend = { name: config.name, driver, limits: config.limits };
   made(backend);
@@ -98,7 +101,8 @@ export function createDaemon({
   logger: Logger;
   metrics?: Metrics;
 }): Daemon {
-  const environments = new EnvironmentService(logger, metrics);
+  const store = new StateStore(config.stateDir, logger);
+  const environments = new EnvironmentService(logger, metrics, (records) => store.save(records));
   const health = HealthState();
   health.setStatus("unhealthy");
   /** A bound listener: its configuration and backend can change on reload, its binding cannot. */
@@ -121,6 +125,50 @@ export function createDaemon({
   let audit: AuditLog | undefined;
   let http: HttpEndpoints | undefined;
   let ready = false;
+  let reconcileTimer: NodeJS.Timeout | undefined;
+  let reconciling: Promise<unknown> = Promise.resolve();
+
+  /** One reconciler pass over the current backends (passes never overlap). */
+  function reconcileNow(): Promise<unknown> {
+    reconciling = reconciling.then(async () => {
+      const removals = await reconcile({
+        backends: [...backends.values()],
+        isLive: (id) => environments.knows(id),
+        removeLive: (found) => environments.remove(found.id),
+        orphanGraceMs: current.reconciler.orphanGraceMs,
+        maxAgeMs: current.reconciler.maxAgeMs,
+        logger,
+      });
+      for (const removal of removals) {
+        if (!removal.error)
+          metrics.reconcilerRemovals.inc({ backend: removal.backend, reason: removal.reason });
+      }
+    });
+    return reconciling;
+  }
+
+  /** Takes up the environments of berth's last run whose resources still exist. */
+  async function adoptRecorded(): Promise<void> {
+    for (const record of await store.load()) {
+      const backend = backends.get(record.backend);
+      const log = logger.child({ environmentId: record.id, backend: record.backend });
+      if (!backend) {
+        log.warn("a recorded environment's backend is not configured any more: forgotten");
+        continue;
+      }
+      const exists = await backend.driver
+        .adopt({ id: record.id, state: record.state })
+        .catch((err: unknown) => {
+          log.warn({ err: messageOf(err) }, "cannot check a recorded environment: forgotten");
+          return false;
+        });
+      if (exists) {
+        environments.adopt(backend, record);
+        log.info("environment of berth's last run taken up again");
+      } else log.info("a recorded environment's resources are gone: forgotten");
+    }
+    await store.save(environments.records());
+  }
 
   environments.onRemoved((backend) => {
     if (retired.has(backend) && environments.countOf(backend) === 0) {
@@ -133,7 +181,9 @@ export function createDaemon({
     const made = new Map<string, Backend>();
     try {
       for (const backendConfig of configs) {
-        await provisionBackend(backendConfig, logger, (backend) => made.set(backend.name, backend));
+        await provisionBackend(backendConfig, { logger, instance: current.instance }, (backend) =>
+          made.set(backend.name, backend),
+        );
       }
     } catch (err) {
       for (const backend of made.values()) await backend.driver.cleanup();
@@ -240,7 +290,12 @@ export function createDaemon({
           http = await serveHttpEndpoints(config.metrics.listen, { metrics, ready: () => ready });
         }
         useBackends(await provisionAll(config.backends));
+        // Re-adoption ends before the reconciler first looks: nothing recorded is taken for an orphan.
+        await adoptRecorded();
         for (const listener of config.listeners) await listen(listener, backends.get(listener.backend)!);
+        void reconcileNow();
+        reconcileTimer = setInterval(() => void reconcileNow(), config.reconciler.intervalMs);
+        reconcileTimer.unref();
       } catch (err) {
         await this.stop();
         throw err instanceof BerthError ? err : failedPrecondition(messageOf(err));
@@ -306,6 +361,7 @@ export function createDaemon({
     },
     async stop() {
       ready = false;
+      clearInterval(reconcileTimer);
       health.setStatus("unhealthy");
       for (const name of backends.keys()) health.setStatus("unhealthy", name);
       calls.draining = true;
@@ -328,6 +384,19 @@ export function createDaemon({
       await Promise.race([calls.idle(), delay(cancelUnwindMs)]);
       for (const { release } of slots.splice(0)) await release();
       await Promise.all(closing);
+      await reconciling;
+      if (current.removeOnShutdown) {
+        for (const { id } of environments.live()) {
+          await environments
+            .remove(id)
+            .catch((err: unknown) =>
+              logger.error(
+                { environmentId: id, err: messageOf(err) },
+                "cannot remove an environment at shutdown",
+              ),
+            );
+        }
+      }
       for (const { driver } of [...backends.values(), ...retired]) await driver.cleanup();
       await http?.close();
       await audit?.close();

@@ -94,6 +94,21 @@ export interface ExecSinks {
 
 export interface DriverContext {
   logger: Logger;
+  /**
+   * This berth's instance name: drivers label what they create with it, and
+   * list only resources carrying it, so berths sharing a Docker engine or a
+   * namespace never take each other's environments for orphans.
+   */
+  instance: string;
+}
+
+/** An environment whose resources a driver found (for the reconciler). */
+export interface ManagedEnvironment {
+  id: string;
+  /** When its resources were made, as their labels say; unknown: treated as old. */
+  createdAt?: Date;
+  /** Enough driver state to remove it. */
+  state: unknown;
 }
 
 /**
@@ -131,6 +146,13 @@ export interface Driver {
   health(env: EnvironmentRef): Promise<{ waitMs: number }>;
   /** Remove everything of the environment; safe on half-created ones and twice. */
   remove(env: EnvironmentRef): Promise<void>;
+  /**
+   * After berth restarted: whether the environment's resources still exist,
+   * so calls on it can go on; false, and berth forgets it.
+   */
+  adopt(env: EnvironmentRef): Promise<boolean>;
+  /** Every environment of this berth instance whose resources exist now, records or not. */
+  listManaged(): Promise<ManagedEnvironment[]>;
   /** Release connections and timers; works even if provision failed half-way. */
   cleanup(): Promise<void>;
 }

@@ -13,11 +13,12 @@ import type {
   Layout,
 } from "./driver.js";
 import { parseEnvFile, maxEnvFileBytes } from "./env-file.js";
-import { BerthError, Status, invalidArgument, notFound } from "./errors.js";
+import { BerthError, Status, invalidArgument, messageOf, notFound } from "./errors.js";
 import { EventChannel } from "./event-channel.js";
 import { checkedTar } from "./tar-safety.js";
 import type { BackendConfig, LimitedRpc } from "./config.js";
 import type { ExecOutcome, Metrics } from "./metrics.js";
+import type { EnvironmentRecord } from "./state-store.js";
 
 /** A named driver instance: what a listener serves. */
 export interface Backend {
@@ -55,6 +56,9 @@ interface Environment {
   tail: Promise<void>;
   /** Operations in flight, aborted when Remove arrives. */
   inFlight: Set<AbortController>;
+  createdAt: Date;
+  /** When its environment_timeout ends, if the runner set one. */
+  deadlineAt?: Date;
   deadline?: NodeJS.Timeout;
 }
 
@@ -68,11 +72,18 @@ export class EnvironmentService {
   private readonly environments = new Map<string, Environment>();
   /** Environments per backend, counting those still being created. */
   private readonly counts = new Map<Backend, number>();
+  /** Ids whose Create is under way: they have resources but no record yet. */
+  private readonly creating = new Set<string>();
   private removedListeners: ((backend: Backend) => void)[] = [];
 
+  /**
+   * `persist` durably records the environments that exist (the state store);
+   * Create answers only once its environment is on record.
+   */
   constructor(
     private readonly logger: Logger,
     private readonly metrics: Metrics,
+    private readonly persist: (records: EnvironmentRecord[]) => Promise<void> = async () => {},
   ) {}
 
   capabilities(backend: Backend): DriverCapabilities {
@@ -95,6 +106,7 @@ export class EnvironmentService {
       );
     }
     this.counts.set(backend, count + 1);
+    this.creating.add(id);
     let created;
     try {
       created = await withDeadline(backend, "create", signal, (opSignal) =>
@@ -107,26 +119,90 @@ export class EnvironmentService {
         log.warn({ err: cleanupErr }, "cleanup after a failed create failed");
       });
       throw err;
+    } finally {
+      this.creating.delete(id);
     }
-    const env: Environment = {
-      ref: { id, state: created.state },
-      backend,
-      tail: Promise.resolve(),
-      inFlight: new Set(),
-    };
-    this.environments.set(id, env);
-    this.metrics.environmentsActive.inc({ backend: backend.name });
-    if (spec.timeoutMs !== undefined && spec.timeoutMs > 0) {
-      env.deadline = setTimeout(() => {
-        log.warn({ timeoutMs: spec.timeoutMs }, "environment reached its environment_timeout; removing it");
-        this.remove(id).catch((err: unknown) =>
-          log.error({ err }, "removing a timed-out environment failed"),
-        );
-      }, spec.timeoutMs);
-      env.deadline.unref();
+    const createdAt = new Date();
+    const deadlineAt =
+      spec.timeoutMs !== undefined && spec.timeoutMs > 0
+        ? new Date(createdAt.getTime() + spec.timeoutMs)
+        : undefined;
+    this.register(backend, { id, state: created.state }, createdAt, deadlineAt);
+    try {
+      await this.persist(this.records());
+    } catch (err) {
+      // An environment berth cannot find again after a restart would be taken for an orphan there.
+      await this.remove(id).catch(() => undefined);
+      throw new BerthError(
+        Status.UNAVAILABLE,
+        `cannot record the new environment in berth's state directory, so it was removed again: ${messageOf(err)}`,
+      );
     }
     log.info({ image: spec.image }, "environment created");
     return { id, layout: created.layout };
+  }
+
+  /**
+   * Takes up an environment of an earlier run of berth (its resources exist,
+   * the driver said): calls on its id work again, and its deadline counts on.
+   */
+  adopt(backend: Backend, record: EnvironmentRecord): void {
+    this.counts.set(backend, (this.counts.get(backend) ?? 0) + 1);
+    this.register(
+      backend,
+      { id: record.id, state: record.state },
+      new Date(record.createdAt),
+      record.deadline === undefined ? undefined : new Date(record.deadline),
+    );
+  }
+
+  /** What the state store keeps of every environment. */
+  records(): EnvironmentRecord[] {
+    return [...this.environments.values()].map((env) => ({
+      id: env.ref.id,
+      backend: env.backend.name,
+      state: env.ref.state,
+      createdAt: env.createdAt.toISOString(),
+      ...(env.deadlineAt ? { deadline: env.deadlineAt.toISOString() } : {}),
+    }));
+  }
+
+  /** The environments that exist now, as the reconciler sees them. */
+  live(): { id: string; backend: Backend; createdAt: Date }[] {
+    return [...this.environments.values()].map((env) => ({
+      id: env.ref.id,
+      backend: env.backend,
+      createdAt: env.createdAt,
+    }));
+  }
+
+  private register(backend: Backend, ref: EnvironmentRef, createdAt: Date, deadlineAt?: Date): void {
+    const env: Environment = {
+      ref,
+      backend,
+      tail: Promise.resolve(),
+      inFlight: new Set(),
+      createdAt,
+      deadlineAt,
+    };
+    this.environments.set(ref.id, env);
+    this.metrics.environmentsActive.inc({ backend: backend.name });
+    if (deadlineAt) {
+      const log = this.logger.child({ environmentId: ref.id, backend: backend.name });
+      env.deadline = setTimeout(
+        () => {
+          log.warn(
+            { deadline: deadlineAt.toISOString() },
+            "environment reached its environment_timeout; removing it",
+          );
+          this.remove(ref.id).catch((err: unknown) =>
+            log.error({ err }, "removing a timed-out environment failed"),
+          );
+        },
+        Math.max(0, deadlineAt.getTime() - Date.now()),
+      );
+      env.deadline.unref();
+    }
   }
 
   /** Boots the environment, yielding progress lines as they come and then the image's env. */
@@ -210,7 +286,9 @@ export class EnvironmentService {
       }
     }
     await this.exclusive(environmentId, "copyIn", signal, async (env, opSignal) => {
-      const checked = checkedTar(Readable.from(tarBytes(), { objectMode: false }));
+      const checked = checkedTar(Readable.from(tarBytes(), { objectMode: false }), {
+        maxBytes: env.backend.limits.maxCopyInBytes,
+      });
       let refusal: Error | undefined;
       checked.on("error", (err) => (refusal ??= err));
       try {
@@ -300,6 +378,9 @@ export class EnvironmentService {
       this.environments.delete(id);
       this.release(env.backend);
       this.metrics.environmentsActive.dec({ backend: env.backend.name });
+      await this.persist(this.records()).catch((err: unknown) =>
+        this.logger.error({ err: messageOf(err) }, "cannot update berth's state file after a Remove"),
+      );
       this.logger.info({ environmentId: id, backend: env.backend.name }, "environment removed");
     });
   }
@@ -321,6 +402,11 @@ export class EnvironmentService {
   /** Called after an environment of a backend is gone (removed, or its Create failed). */
   onRemoved(listener: (backend: Backend) => void): void {
     this.removedListeners.push(listener);
+  }
+
+  /** Whether an id is an environment that exists, or one being created. */
+  knows(id: string): boolean {
+    return this.environments.has(id) || this.creating.has(id);
   }
 
   /** The name of the backend an environment belongs to, if it exists. */

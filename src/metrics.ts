@@ -56,6 +56,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly reconcilerRemovals = new Counter({
+    name: "berth_reconciler_removals_total",
+    help: "Environments the reconciler removed, by backend and reason (orphan: no record; too old: past reconciler.maxAgeSeconds)",
+    labelNames: ["backend", "reason"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     // Process memory, CPU, file descriptors, event-loop lag, GC: berth_process_*, berth_nodejs_*.
     collectDefaultMetrics({ register: this.registry, prefix: "berth_" });

@@ -539,6 +539,32 @@ test("the entry count limit", async () => {
   );
 });
 
+test("the content limit counts the bytes of every file, refused with RESOURCE_EXHAUSTED before the content passes", async () => {
+  const specs: Spec[] = [
+    { header: { name: "a", type: "file" }, body: "x".repeat(600) },
+    { header: { name: "d", type: "directory" } },
+    { header: { name: "b", type: "file" }, body: "SECRET".repeat(100) },
+  ];
+  const tar = await packArchive(specs);
+  assert.equal((await checkAndList(tar, { maxBytes: 1200 })).length, 3);
+  const out = checkedTar(Readable.from([tar]), { maxBytes: 1199 });
+  const chunks: Buffer[] = [];
+  await assert.rejects(
+    (async () => {
+      for await (const chunk of out) chunks.push(chunk as Buffer);
+    })(),
+    (err: BerthError) => {
+      assert.equal(err.code, Status.RESOURCE_EXHAUSTED);
+      assert.equal(
+        err.message,
+        'tar entry "b" is refused: the archive holds more than 1199 bytes of files, the limit of this server for one CopyIn',
+      );
+      return true;
+    },
+  );
+  assert.ok(!Buffer.concat(chunks).includes("SECRET"), "nothing of the entry over the limit passed");
+});
+
 test("the path length limit applies to names and link targets", async () => {
   const name = "x".repeat(20);
   await assertRefused(

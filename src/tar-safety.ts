@@ -34,8 +34,9 @@ import { BerthError, Status, invalidArgument, messageOf } from "./errors.js";
  *   hardlinks pass; devices, fifos and unknown types are refused. Pax and GNU
  *   long-name headers are consumed by the parser; their path, link target and
  *   size apply to the entry and get the same checks, the rest is dropped.
- * - At most `maxEntries` entries, and names and link targets of at most
- *   `maxPathLength` bytes.
+ * - At most `maxEntries` entries, names and link targets of at most
+ *   `maxPathLength` bytes, and at most `maxBytes` of file content in all
+ *   (RESOURCE_EXHAUSTED beyond it, before the entry's content is passed on).
  *
  * File bodies are streamed through with backpressure, never buffered whole.
  */
@@ -45,10 +46,13 @@ export interface CheckedTarOptions {
   maxEntries?: number;
   /** Longest entry name or link target in UTF-8 bytes; default 4096. */
   maxPathLength?: number;
+  /** Most bytes of file content in the whole archive; default 64 GiB. */
+  maxBytes?: number;
 }
 
 export const defaultMaxEntries = 1_000_000;
 export const defaultMaxPathLength = 4096;
+export const defaultMaxBytes = 64 * 1024 ** 3;
 
 /** A normalized entry path, or why it is refused. */
 export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
@@ -121,11 +125,13 @@ function count(value: number | undefined): number {
 /** The per-archive state of the checks: entry count and the symlinks made so far. */
 class EntryChecker {
   private entries = 0;
+  private bytes = 0;
   private readonly symlinks = new Set<string>();
 
   constructor(
     private readonly maxEntries: number,
     private readonly maxPathLength: number,
+    private readonly maxBytes: number,
   ) {}
 
   /** The header to re-emit for an entry, or throws the refusal. */
@@ -145,6 +151,13 @@ class EntryChecker {
       case "file":
       case "contiguous-file":
         type = "file";
+        this.bytes += count(header.size);
+        if (this.bytes > this.maxBytes) {
+          throw new BerthError(
+            Status.RESOURCE_EXHAUSTED,
+            `tar entry ${quote(name)} is refused: the archive holds more than ${this.maxBytes} bytes of files, the limit of this server for one CopyIn`,
+          );
+        }
         break;
       case "directory":
       case "symlink":
@@ -291,6 +304,10 @@ function malformed(err: unknown): BerthError {
 export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Readable {
   const maxEntries = options.maxEntries ?? defaultMaxEntries;
   const maxPathLength = options.maxPathLength ?? defaultMaxPathLength;
+  const maxBytes = options.maxBytes ?? defaultMaxBytes;
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+    throw new RangeError(`maxBytes must be a non-negative integer, not ${maxBytes}`);
+  }
   if (!Number.isSafeInteger(maxEntries) || maxEntries < 0) {
     throw new RangeError(`maxEntries must be a non-negative integer, not ${maxEntries}`);
   }
@@ -298,7 +315,7 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
     throw new RangeError(`maxPathLength must be a positive integer, not ${maxPathLength}`);
   }
 
-  const checker = new EntryChecker(maxEntries, maxPathLength);
+  const checker = new EntryChecker(maxEntries, maxPathLength, maxBytes);
   const extract: Extract = tarExtract();
   const pack: Pack = tarPack();
   let finished = false;

@@ -188,7 +188,12 @@ describe("deploy/kubernetes", () => {
       socketAddress,
       "--backend-opt",
       "ownerReferences=true",
+      "--state-dir",
+      "/var/lib/berth",
     ]);
+    // The state directory is a volume (the root filesystem is read-only), kept across berth's restarts.
+    const stateMount = berth.volumeMounts?.find((m) => m.mountPath === "/var/lib/berth");
+    assert.ok(stateMount && spec.volumes?.find((v) => v.name === stateMount.name)?.emptyDir);
     assert.deepEqual(
       berth.env?.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]),
       [

@@ -15,16 +15,9 @@ import { openChannel, v1Client, v1alphaClient } from "../src/client.js";
 import { makeTestPki, type TestPki } from "./support/certificates.js";
 import { type DaemonProcess, startDaemon } from "./support/daemon-process.js";
 import { once, readTar, tarOf } from "./support/tar.js";
+import { expectCode } from "./support/rpc.js";
 
 const SERVING = 1;
-
-function expectCode(code: Status, pattern?: RegExp) {
-  return (err: { code?: Status; details?: string }) => {
-    assert.equal(err.code, code, `expected ${Status[code]}, got ${err.code} ${err.details}`);
-    if (pattern) assert.match(err.details ?? "", pattern);
-    return true;
-  };
-}
 
 /** Starts `berth serve --config` on a file written from `yaml` (DIR in it is the scratch directory). */
 async function serveConfig(dir: string, yaml: string, extra: string[] = []): Promise<DaemonProcess> {
@@ -75,6 +68,7 @@ backends:
       root: DIR/small
     limits:
       maxEnvironments: 1
+      maxCopyInBytes: 1000
       rpcTimeoutSeconds:
         exec: 1
   big:
@@ -120,7 +114,7 @@ metrics:
     }
   });
 
-  test("maxEnvironments refuses the next Create with RESOURCE_EXHAUSTED; rpc deadlines end an Exec", async () => {
+  test("maxEnvironments refuses the next Create with RESOURCE_EXHAUSTED; maxCopyInBytes a big CopyIn; rpc deadlines end an Exec", async () => {
     const channel = openChannel(`unix://${dir}/small.sock`);
     const client = v1alphaClient(channel);
     try {
@@ -138,6 +132,14 @@ metrics:
           Status.DEADLINE_EXCEEDED,
           /exec took longer than backend small allows \(limits\.rpcTimeoutSeconds\.exec = 1\)/,
         ),
+      );
+      await assert.rejects(
+        client.copyIn(
+          first.id,
+          `${first.layout?.rootPath}/big`,
+          once(await tarOf([{ name: "f", content: "x".repeat(1001) }])),
+        ),
+        expectCode(Status.RESOURCE_EXHAUSTED, /more than 1000 bytes of files/),
       );
       assert.equal((await client.exec(first.id, ["true"])).exitCode, 0, "the environment still works");
       await client.remove(first.id);

@@ -14,6 +14,7 @@ import {
 } from "../../test/support/daemon-process.js";
 import { dockerTestOptions, ensureTestImages, testImages } from "../../test/support/docker-images.js";
 import { registryAuth } from "./driver.js";
+import { execStdout, expectCode } from "../../test/support/rpc.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();
@@ -32,14 +33,6 @@ function objectsLabelled(filter: string): string[] {
   ];
 }
 
-function expectCode(code: Status, pattern?: RegExp) {
-  return (err: { code?: Status; details?: string }) => {
-    assert.equal(err.code, code, `expected ${Status[code]}, got ${err.code} ${err.details}`);
-    if (pattern) assert.match(err.details ?? "", pattern);
-    return true;
-  };
-}
-
 describe("docker driver", docker, () => {
   let daemon: DaemonProcess;
   let channel: ReturnType<typeof openChannel>;
@@ -55,15 +48,6 @@ describe("docker driver", docker, () => {
     await daemon.stop();
   });
 
-  async function output(id: string, command: string[], options: { user?: string } = {}) {
-    let stdout = "";
-    const outcome = await client.exec(id, command, {
-      ...options,
-      onOutput: (s, d) => s === "stdout" && (stdout += d.toString()),
-    });
-    return { stdout, ...outcome };
-  }
-
   test("a service container answers the job container by its service name", async () => {
     const { id } = await client.create({
       image: testImages.busybox,
@@ -71,7 +55,7 @@ describe("docker driver", docker, () => {
     });
     try {
       await client.start(id);
-      const fetched = await output(id, ["wget", "-q", "-O", "-", "http://web/"]);
+      const fetched = await execStdout(client, id, ["wget", "-q", "-O", "-", "http://web/"]);
       assert.equal(fetched.stdout, "hello from web\n");
     } finally {
       await client.remove(id);
@@ -129,8 +113,8 @@ describe("docker driver", docker, () => {
     const { id } = await client.create({ image: testImages.busybox });
     try {
       await client.start(id);
-      assert.equal((await output(id, ["id", "-u"], { user: "nobody" })).stdout, "65534\n");
-      const missing = await output(id, ["id"], { user: "no-such-user" });
+      assert.equal((await execStdout(client, id, ["id", "-u"], { user: "nobody" })).stdout, "65534\n");
+      const missing = await execStdout(client, id, ["id"], { user: "no-such-user" });
       assert.match(missing.failed ?? "", /no-such-user/);
     } finally {
       await client.remove(id);

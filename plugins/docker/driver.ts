@@ -16,6 +16,7 @@ import type {
   ExecSinks,
   ExecSpec,
   Layout,
+  ManagedEnvironment,
 } from "../../src/driver.js";
 import { BerthError, Status, failedPrecondition, invalidArgument, notFound } from "../../src/errors.js";
 import { killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
@@ -29,6 +30,7 @@ import type { DockerOptions } from "./options.js";
 /** Labels on every object berth creates, so it can be found again. */
 export const labels = {
   managed: "berth.managed",
+  instance: "berth.instance",
   environment: "berth.environment",
   created: "berth.created",
   role: "berth.role",
@@ -66,6 +68,7 @@ export class DockerDriver implements Driver {
   constructor(
     private readonly options: DockerOptions,
     private readonly logger: Logger,
+    private readonly instance: string,
   ) {
     ({ docker: this.docker, where: this.where } = connect(options));
   }
@@ -112,6 +115,7 @@ export class DockerDriver implements Driver {
     if (!image) throw invalidArgument("the docker driver needs an image: set the job's container image");
     const objectLabels = {
       [labels.managed]: "true",
+      [labels.instance]: this.instance,
       [labels.environment]: id,
       [labels.created]: new Date().toISOString(),
     };
@@ -312,6 +316,38 @@ export class DockerDriver implements Driver {
         throw failedPrecondition(`${name} is unhealthy: ${lastHealthOutput(health)}`);
     }
     return { waitMs };
+  }
+
+  async adopt(ref: EnvironmentRef): Promise<boolean> {
+    try {
+      await this.docker.getContainer(this.state(ref).containerId).inspect();
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw dockerError(err, `inspect environment ${ref.id}'s job container`);
+    }
+  }
+
+  async listManaged(): Promise<ManagedEnvironment[]> {
+    const filters = JSON.stringify({ label: [`${labels.instance}=${this.instance}`] });
+    const [containers, networks] = await Promise.all([
+      this.docker.listContainers({ all: true, filters }),
+      this.docker.listNetworks({ filters }),
+    ]).catch((err: unknown) => {
+      throw dockerError(err, "list berth's containers and networks");
+    });
+    const found = new Map<string, ManagedEnvironment>();
+    for (const objectLabels of [...containers, ...networks].map((object) => object.Labels ?? {})) {
+      const id = objectLabels[labels.environment];
+      if (!id) continue;
+      const created = new Date(objectLabels[labels.created] ?? "");
+      const known = found.get(id);
+      const createdAt = Number.isNaN(created.getTime()) ? undefined : created;
+      if (!known) found.set(id, { id, createdAt, state: undefined });
+      else if (createdAt && (!known.createdAt || createdAt < known.createdAt)) known.createdAt = createdAt;
+    }
+    // Remove finds everything by the environment label: no state needed.
+    return [...found.values()];
   }
 
   async remove(ref: EnvironmentRef): Promise<void> {

@@ -6,5 +6,5 @@ export const dockerDriverFactory = {
   name: "docker",
   description: "a container and a network per job on a Docker engine",
   optionsSchema: dockerOptionsSchema,
-  create: (options, { logger }) => new DockerDriver(options, logger),
+  create: (options, { logger, instance }) => new DockerDriver(options, logger, instance),
 } satisfies DriverFactory<DockerOptions>;

@@ -17,6 +17,7 @@ import type {
   ExecSinks,
   ExecSpec,
   Layout,
+  ManagedEnvironment,
 } from "../../src/driver.js";
 import {
   BerthError,
@@ -329,13 +330,31 @@ export class HostDriver implements Driver {
     await rm(this.envDir(ref.id), { recursive: true, force: true });
   }
 
+  /** Stops reading what background processes still write; the environments stay, for the next berth to adopt. */
   async cleanup(): Promise<void> {
-    for (const id of this.lingering.keys()) await this.remove({ id, state: undefined });
+    for (const children of this.lingering.values()) {
+      for (const child of children) {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+      }
+    }
+    this.lingering.clear();
   }
 
-  /** Ids of environments whose directories exist (for diagnostics and tests). */
-  async existingEnvironmentIds(): Promise<string[]> {
-    return readdir(this.envsDir).catch(() => []);
+  async adopt(ref: EnvironmentRef): Promise<boolean> {
+    return (await stat(this.envDir(ref.id)).catch(() => undefined))?.isDirectory() ?? false;
+  }
+
+  async listManaged(): Promise<ManagedEnvironment[]> {
+    const names = await readdir(this.envsDir).catch(() => []);
+    const found: ManagedEnvironment[] = [];
+    for (const id of names.filter((name) => /^berth-[0-9a-f]{16}$/.test(name))) {
+      const info = await stat(this.envDir(id)).catch(() => undefined);
+      // Some filesystems keep no birth time (0): the last change is the best guess then.
+      const createdAt = info && info.birthtimeMs > 0 ? info.birthtime : info?.mtime;
+      if (info?.isDirectory()) found.push({ id, createdAt, state: undefined });
+    }
+    return found;
   }
 
   private envDir(id: string): string {

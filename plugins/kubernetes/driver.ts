@@ -25,6 +25,7 @@ import type {
   ExecSinks,
   ExecSpec,
   Layout,
+  ManagedEnvironment,
 } from "../../src/driver.js";
 import {
   BerthError,
@@ -38,11 +39,11 @@ import {
 import { execMarkerVariable, killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
-import { type ExecEnd, type ExecStreams, openExec } from "./exec-socket.js";
+import { type ExecEnd, type ExecSession, type ExecStreams, openExec } from "./exec-socket.js";
 import { isNotFound, kubernetesError } from "./errors.js";
 import { parseJobOptions } from "./job-options.js";
 import type { KubernetesOptions } from "./options.js";
-import { buildPod, deadlineSeconds, jobContainerName, layoutPaths } from "./pod.js";
+import { buildPod, deadlineSeconds, jobContainerName, labels, layoutPaths } from "./pod.js";
 import { eventLine, judgePod } from "./pod-status.js";
 
 interface KubernetesEnvironment {
@@ -110,6 +111,7 @@ export class KubernetesDriver implements Driver {
   constructor(
     private readonly options: KubernetesOptions,
     private readonly logger: Logger,
+    private readonly instance: string,
   ) {}
 
   async provision(): Promise<void> {
@@ -160,6 +162,7 @@ export class KubernetesDriver implements Driver {
     const owner = this.owner?.namespace === namespace ? this.owner : undefined;
     const pod = buildPod({
       id,
+      instance: this.instance,
       namespace,
       spec,
       job,
@@ -221,12 +224,7 @@ export class KubernetesDriver implements Driver {
     ];
     // After a cancel the connection stays open until the killed command's
     // status arrives (or, if killing fails, a little longer than the grace).
-    const session = await openExec(
-      this.kubeConfig,
-      { namespace: env.namespace, pod: env.pod, container: jobContainerName, command },
-      { stdout: sinks.stdout, stderr },
-      { signal, keepaliveMs: this.options.execKeepaliveMs },
-    );
+    const session = await this.openJobExec(env, command, { stdout: sinks.stdout, stderr }, signal);
     const timers: NodeJS.Timeout[] = [];
     const kill = () => {
       void this.killMarked(env, "TERM", marker);
@@ -264,16 +262,11 @@ export class KubernetesDriver implements Driver {
   async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void> {
     const env = this.state(ref);
     const statusFile = `${layoutPaths.tempPath}/.berth-copy-in-${randomUUID()}`;
-    const extract = await openExec(
-      this.kubeConfig,
-      {
-        namespace: env.namespace,
-        pod: env.pod,
-        container: jobContainerName,
-        command: ["sh", "-c", copyInScript, "berth-copy-in", destPath, statusFile],
-      },
+    const extract = await this.openJobExec(
+      env,
+      ["sh", "-c", copyInScript, "berth-copy-in", destPath, statusFile],
       { stdin: tar },
-      { signal, keepaliveMs: this.options.execKeepaliveMs },
+      signal,
     );
     let inputError: Error | undefined;
     try {
@@ -304,16 +297,11 @@ export class KubernetesDriver implements Driver {
     const [directory, base] = path === "/" ? ["/", "."] : [posix.dirname(path), posix.basename(path)];
     const output = new PassThrough({ highWaterMark: 1024 * 1024 });
     const errors = new CollectingWritable(helperStderrBytes);
-    const session = await openExec(
-      this.kubeConfig,
-      {
-        namespace: env.namespace,
-        pod: env.pod,
-        container: jobContainerName,
-        command: ["sh", "-c", copyOutScript, "berth-copy-out", directory, base],
-      },
+    const session = await this.openJobExec(
+      env,
+      ["sh", "-c", copyOutScript, "berth-copy-out", directory, base],
       { stdout: output, stderr: errors },
-      { signal, keepaliveMs: this.options.execKeepaliveMs },
+      signal,
     );
     const settled = session.ended.then((end) => {
       if (end.kind === "exited" && end.exitCode === copyOutMissing)
@@ -382,6 +370,37 @@ export class KubernetesDriver implements Driver {
       throw kubernetesError(err, `delete pod ${env.pod}`);
     }
     await this.waitUntilGone(env);
+  }
+
+  async adopt(ref: EnvironmentRef): Promise<boolean> {
+    const env = this.state(ref);
+    try {
+      const pod = await this.core.readNamespacedPod({ name: env.pod, namespace: env.namespace });
+      return pod.metadata?.deletionTimestamp === undefined;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw kubernetesError(err, `read pod ${env.pod}`);
+    }
+  }
+
+  async listManaged(): Promise<ManagedEnvironment[]> {
+    const found: ManagedEnvironment[] = [];
+    for (const namespace of new Set([this.namespace, ...this.options.allowedNamespaces])) {
+      const pods = await this.core
+        .listNamespacedPod({ namespace, labelSelector: `${labels.instance}=${this.instance}` })
+        .catch((err: unknown) => {
+          throw kubernetesError(err, `list berth's pods in namespace ${namespace}`);
+        });
+      for (const pod of pods.items) {
+        const id = pod.metadata?.labels?.[labels.environment];
+        const name = pod.metadata?.name;
+        if (!id || !name) continue;
+        const seconds = Number(pod.metadata?.labels?.[labels.created]);
+        const state: KubernetesEnvironment = { namespace, pod: name };
+        found.push({ id, createdAt: Number.isFinite(seconds) ? new Date(seconds * 1000) : undefined, state });
+      }
+    }
+    return found;
   }
 
   async cleanup(): Promise<void> {
@@ -629,6 +648,21 @@ export class KubernetesDriver implements Driver {
     }
   }
 
+  /** Opens an exec of `command` in the job container. */
+  private openJobExec(
+    env: KubernetesEnvironment,
+    command: string[],
+    streams: ExecStreams,
+    signal: AbortSignal,
+  ): Promise<ExecSession> {
+    return openExec(
+      this.kubeConfig,
+      { namespace: env.namespace, pod: env.pod, container: jobContainerName, command },
+      streams,
+      { signal, keepaliveMs: this.options.execKeepaliveMs },
+    );
+  }
+
   /** Runs one of berth's own commands in the job container and waits for its end. */
   private async runHelper(
     env: KubernetesEnvironment,
@@ -636,12 +670,7 @@ export class KubernetesDriver implements Driver {
     streams: ExecStreams,
     signal: AbortSignal,
   ): Promise<ExecEnd> {
-    const session = await openExec(
-      this.kubeConfig,
-      { namespace: env.namespace, pod: env.pod, container: jobContainerName, command },
-      streams,
-      { signal, keepaliveMs: this.options.execKeepaliveMs },
-    );
+    const session = await this.openJobExec(env, command, streams, signal);
     const abort = () => session.close();
     signal.addEventListener("abort", abort, { once: true });
     try {

@@ -6,5 +6,5 @@ export const kubernetesDriverFactory = {
   name: "kubernetes",
   description: "a pod per job on a Kubernetes cluster",
   optionsSchema: kubernetesOptionsSchema,
-  create: (options, { logger }) => new KubernetesDriver(options, logger),
+  create: (options, { logger, instance }) => new KubernetesDriver(options, logger, instance),
 } satisfies DriverFactory<KubernetesOptions>;

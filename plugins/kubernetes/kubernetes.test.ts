@@ -28,6 +28,7 @@ import {
   webIndexHtml,
 } from "../../test/support/docker-images.js";
 import { kubeTestImage, kubernetesTestOptions } from "../../test/support/kubernetes.js";
+import { execStdout, expectCode } from "../../test/support/rpc.js";
 
 const kube = kubernetesTestOptions();
 // Service images come from the Docker engine the cluster's kubelet runs pods on.
@@ -75,14 +76,6 @@ async function pod(id: string, namespace = "default"): Promise<Pod> {
   return JSON.parse(await kubectl("get", "pod", id, "-n", namespace, "-o", "json")) as Pod;
 }
 
-function expectCode(code: Status, pattern?: RegExp) {
-  return (err: { code?: Status; details?: string }) => {
-    assert.equal(err.code, code, `expected ${Status[code]}, got ${err.code} ${err.details}`);
-    if (pattern) assert.match(err.details ?? "", pattern);
-    return true;
-  };
-}
-
 describe("kubernetes driver", { skip }, () => {
   let daemon: DaemonProcess;
   let channel: ReturnType<typeof openChannel>;
@@ -120,15 +113,6 @@ describe("kubernetes driver", { skip }, () => {
     await rm(scratch, { recursive: true, force: true });
   });
 
-  async function output(id: string, command: string[], options: { user?: string } = {}) {
-    let stdout = "";
-    const outcome = await client.exec(id, command, {
-      ...options,
-      onOutput: (s, d) => s === "stdout" && (stdout += d.toString()),
-    });
-    return { stdout, ...outcome };
-  }
-
   test("a service container answers the job container by its service name and on localhost", async () => {
     const { id } = await client.create({
       image: kubeTestImage,
@@ -136,9 +120,12 @@ describe("kubernetes driver", { skip }, () => {
     });
     try {
       await client.start(id);
-      assert.equal((await output(id, ["wget", "-q", "-O", "-", "http://web/"])).stdout, webIndexHtml);
       assert.equal(
-        (await output(id, ["wget", "-q", "-O", "-", "http://localhost:80/"])).stdout,
+        (await execStdout(client, id, ["wget", "-q", "-O", "-", "http://web/"])).stdout,
+        webIndexHtml,
+      );
+      assert.equal(
+        (await execStdout(client, id, ["wget", "-q", "-O", "-", "http://localhost:80/"])).stdout,
         webIndexHtml,
       );
       const spec = (await pod(id)).spec;
@@ -174,7 +161,7 @@ describe("kubernetes driver", { skip }, () => {
       const job = spec.containers.find((c) => c.name === "job");
       assert.deepEqual(job?.securityContext?.capabilities, { add: ["SYS_PTRACE"], drop: ["NET_RAW"] });
       await client.start(id);
-      assert.equal((await output(id, ["sh", "-c", "echo $FROM_TEMPLATE"])).stdout, "t\n");
+      assert.equal((await execStdout(client, id, ["sh", "-c", "echo $FROM_TEMPLATE"])).stdout, "t\n");
     } finally {
       await client.remove(id);
     }
@@ -233,9 +220,9 @@ describe("kubernetes driver", { skip }, () => {
     const { id } = await client.create({ image: kubeTestImage });
     try {
       await client.start(id);
-      assert.equal((await output(id, ["id", "-u"], { user: "0" })).stdout, "0\n");
-      assert.equal((await output(id, ["id", "-u"], { user: "root" })).stdout, "0\n");
-      const other = await output(id, ["id", "-u"], { user: "nobody" });
+      assert.equal((await execStdout(client, id, ["id", "-u"], { user: "0" })).stdout, "0\n");
+      assert.equal((await execStdout(client, id, ["id", "-u"], { user: "root" })).stdout, "0\n");
+      const other = await execStdout(client, id, ["id", "-u"], { user: "nobody" });
       assert.equal(other.stdout, "", "nothing ran");
       assert.match(other.failed ?? "", /cannot run as user nobody/);
       const v1 = v1Client(channel);
@@ -587,6 +574,62 @@ describe("kubernetes driver: provisioning", { skip }, () => {
       assert.match(stderr, /deploy\/kubernetes\/role\.yaml/);
     } finally {
       await kubectl("delete", "serviceaccount", account, "--ignore-not-found");
+    }
+  });
+});
+
+describe("kubernetes driver: restarts and orphans", { skip }, () => {
+  test("after SIGKILL berth takes its pods up again; the reconciler deletes pods of its instance without a record", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-kube-restart-"));
+    const config = join(dir, "berth.yaml");
+    await writeFile(config, "reconciler:\n  intervalSeconds: 1\n  orphanGraceSeconds: 0\n");
+    const socket = `unix://${dir}/berth.sock`;
+    const args = [
+      "--config",
+      config,
+      "--backend",
+      "kubernetes",
+      "--backend-opt",
+      `kubeconfig=${kube.kubeconfig}`,
+      "--state-dir",
+      join(dir, "state"),
+      "--instance",
+      `test-${randomUUID().slice(0, 8)}`,
+    ];
+    try {
+      const first = await startDaemon(args, { listen: [socket] });
+      let channel = openChannel(socket);
+      const kept = (await v1alphaClient(channel).create({ image: kubeTestImage })).id;
+      const orphan = (await v1alphaClient(channel).create({ image: kubeTestImage })).id;
+      await v1alphaClient(channel).start(kept);
+      channel.close();
+      first.child.kill("SIGKILL");
+      await first.stop();
+      const file = join(dir, "state", "environments.json");
+      const state = JSON.parse(await readFile(file, "utf8")) as { environments: { id: string }[] };
+      state.environments = state.environments.filter((record) => record.id !== orphan);
+      await writeFile(file, JSON.stringify(state));
+
+      const second = await startDaemon(args, { listen: [socket] });
+      try {
+        let left = await podsOf(orphan);
+        for (let i = 0; i < 100 && left.length > 0; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          left = await podsOf(orphan);
+        }
+        assert.deepEqual(left, [], "the unrecorded pod is deleted within 20 s");
+        channel = openChannel(socket);
+        const client = v1alphaClient(channel);
+        assert.equal((await execStdout(client, kept, ["echo", "still here"])).stdout, "still here\n");
+        assert.equal((await podsOf(kept)).length, 1, "the re-adopted pod stays");
+        await client.remove(kept);
+        assert.deepEqual(await podsOf(kept), []);
+        channel.close();
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

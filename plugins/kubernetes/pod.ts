@@ -7,6 +7,7 @@ import type { JobOptions } from "./job-options.js";
 /** Labels on every pod berth creates, so it can be found again. */
 export const labels = {
   managed: "berth.managed",
+  instance: "berth.instance",
   environment: "berth.environment",
   /** Unix seconds: label values cannot hold an ISO time. */
   created: "berth.created",
@@ -37,6 +38,8 @@ const keepAlive = ["sh", "-c", "trap 'exit 0' TERM INT; tail -f /dev/null & wait
 
 export interface PodInputs {
   id: string;
+  /** This berth's instance name, for the instance label. */
+  instance: string;
   namespace: string;
   spec: EnvironmentSpec;
   job: JobOptions;
@@ -153,6 +156,7 @@ export function buildPod(inputs: PodInputs): V1Pod {
         ...template.metadata.labels,
         ...job.labels,
         [labels.managed]: "true",
+        [labels.instance]: inputs.instance,
         [labels.environment]: id,
         [labels.created]: String(Math.floor(inputs.now.getTime() / 1000)),
       },

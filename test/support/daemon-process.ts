@@ -36,9 +36,14 @@ export async function startDaemon(
 ): Promise<DaemonProcess> {
   const dir = await mkdtemp(join(tmpdir(), "berth-test-"));
   const listen = options.listen ?? [`unix://${join(dir, "berth.sock")}`];
+  // Its own records and its own instance name: test daemons never adopt or reap each other's environments.
+  const own = [
+    ...(args.includes("--state-dir") ? [] : ["--state-dir", join(dir, "state")]),
+    ...(args.includes("--instance") ? [] : ["--instance", `test-${randomUUID().slice(0, 8)}`]),
+  ];
   const child = spawn(
     process.execPath,
-    [cliPath, "serve", "--log-level", "debug", ...listen.flatMap((l) => ["--listen", l]), ...args],
+    [cliPath, "serve", "--log-level", "debug", ...own, ...listen.flatMap((l) => ["--listen", l]), ...args],
     { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BERTH_TEST_RUN: randomUUID() } },
   );
   let logText = "";
