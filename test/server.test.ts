@@ -105,6 +105,49 @@ describe("a serving daemon", () => {
     channel.close();
   });
 
+  test("malformed messages, unknown fields and oversized messages get a status; the daemon keeps serving", async () => {
+    const raw = new Client(daemon.address, credentials.createInsecure(), {
+      "grpc.max_send_message_length": 80 * 1024 * 1024,
+    });
+    const unary = (method: string, payload: Buffer) =>
+      new Promise<{ code: number; details: string } | Buffer>((resolve) => {
+        raw.makeUnaryRequest(
+          method,
+          (bytes: Buffer) => bytes,
+          (bytes: Buffer) => bytes,
+          payload,
+          new Metadata(),
+          {},
+          (err, value) => resolve(err ? { code: err.code, details: err.details } : (value as Buffer)),
+        );
+      });
+    try {
+      // Not protobuf at all: a field tag with wire type 7 (there is none).
+      const garbage = await unary(
+        "/plugin.v1alpha.BackendPlugin/Create",
+        Buffer.from([0x0f, 0xff, 0xff, 0xff]),
+      );
+      assert.ok(
+        !Buffer.isBuffer(garbage) && garbage.code === 13 /* INTERNAL: the server cannot parse it */,
+        JSON.stringify(garbage),
+      );
+      // A field berth does not know (number 99) is skipped, as protobuf says: the call works.
+      const unknownField = Buffer.from([0x9a, 0x06, 0x03, 0x61, 0x62, 0x63]);
+      assert.ok(Buffer.isBuffer(await unary("/plugin.v1alpha.BackendPlugin/Capabilities", unknownField)));
+      // Over the 64 MiB cap.
+      const huge = await unary(
+        "/plugin.v1alpha.BackendPlugin/Create",
+        Buffer.alloc(65 * 1024 * 1024 + 16, 0),
+      );
+      assert.ok(!Buffer.isBuffer(huge) && huge.code === 8 /* RESOURCE_EXHAUSTED */, JSON.stringify(huge));
+    } finally {
+      raw.close();
+    }
+    const channel = openChannel(daemon.address);
+    assert.equal((await v1alphaClient(channel).capabilities()).name, "host", "still serving");
+    channel.close();
+  });
+
   test("keeps a silent Exec alive across client keepalive pings", async () => {
     const channel = openChannel(daemon.address);
     // Far more frequent pings than the runners' 30 s, so a few land during the call.
