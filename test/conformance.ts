@@ -4,6 +4,7 @@
  * process on a real unix socket.
  */
 import assert from "node:assert/strict";
+import { readFile, readdir } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { Status } from "nice-grpc";
 import { type Generation, type PluginClient, openChannel, v1Client, v1alphaClient } from "../src/client.js";
@@ -90,6 +91,16 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** Whether a process on this machine has exactly this command line. */
+async function processWith(commandLine: string): Promise<boolean> {
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.split("\0").filter(Boolean).join(" ") === commandLine) return true;
+  }
+  return false;
 }
 
 export function conformanceSuite(target: ConformanceTarget): void {
@@ -183,6 +194,19 @@ export function conformanceSuite(target: ConformanceTarget): void {
           assert.deepEqual(result.order, ["stdout:out1", "stderr:err1", "stdout:out2"]);
         });
 
+        test("a command killed by a signal ends with 128+n and the signal named; a plain exit has no note", async (t) => {
+          const id = await environment(t);
+          const killed = await run(client(), id, ["sh", "-c", "kill -TERM $$"]);
+          assert.equal(killed.exitCode, 143);
+          // v1 carries the reason in done.error_message; v1alpha's ExecComplete has no message field.
+          const note = generation === "v1" ? killed.errorMessage : killed.stderr;
+          assert.match(note ?? "", /killed by SIGTERM \(exit code 143 = 128\+15\)/);
+          const plain = await run(client(), id, ["sh", "-c", "exit 3"]);
+          assert.equal(plain.exitCode, 3);
+          assert.equal(plain.errorMessage ?? "", "");
+          assert.equal(plain.stderr, "");
+        });
+
         test("Exec passes env and workdir, and argv without a shell", async (t) => {
           const id = await environment(t);
           await client().copyIn(
@@ -258,6 +282,30 @@ export function conformanceSuite(target: ConformanceTarget): void {
             "next\n",
             "the next command runs",
           );
+        });
+
+        test("Remove right after cancelling an Exec that ignores SIGTERM waits for it and leaves no process", async () => {
+          const { id } = await client().create({ image: target.image });
+          await client().start(id);
+          const cancel = new AbortController();
+          // Every backend here runs on this machine: its processes show in this /proc too.
+          const mark = `1001.${process.pid}${Date.now() % 1000}`;
+          const exec = client().exec(
+            id,
+            ["sh", "-c", `trap "" TERM; echo started; sleep ${mark}; echo survived`],
+            {
+              signal: cancel.signal,
+              onOutput: (_stream, data) => {
+                if (data.toString().includes("started")) cancel.abort();
+              },
+            },
+          );
+          await assert.rejects(exec, { name: "AbortError" });
+          // The command is still being killed (SIGTERM is ignored, SIGKILL follows after the grace).
+          await client().remove(id);
+          await expectStatus(client().exec(id, ["true"]), Status.NOT_FOUND);
+          const left = await eventually(async () => !(await processWith(`sleep ${mark}`)), 5000);
+          assert.ok(left, `no "sleep ${mark}" is left 5 s after the Remove`);
         });
 
         test(`a ${bigBytes / MiB} MiB output arrives whole, in bounded daemon memory`, async (t) => {

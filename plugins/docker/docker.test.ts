@@ -97,6 +97,35 @@ describe("docker driver", docker, () => {
     assert.deepEqual(objectsLabelled(`berth.environment=${id}`), []);
   });
 
+  test("a cancelled Start stops booting (the job container never starts), and Remove leaves nothing", async () => {
+    const { id } = await client.create({
+      image: testImages.busybox,
+      services: [{ name: "db", image: testImages.healthy }],
+    });
+    const cancel = new AbortController();
+    const progress: string[] = [];
+    // The service's first health check comes a second after it starts: the cancel comes first, so
+    // a Start that went on booting would have started the job container by the time it is looked at.
+    await assert.rejects(async () => {
+      for await (const message of client.raw.start({ environmentId: id }, { signal: cancel.signal })) {
+        if (message.output?.$case !== "data") continue;
+        progress.push(message.output.value.data.toString());
+        if (/waiting for service db/.test(progress.at(-1)!)) cancel.abort();
+      }
+    }, /abort/i);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const state = execFileSync("docker", ["inspect", "-f", "{{.State.Status}}", `berth-${id}`], {
+      encoding: "utf8",
+    }).trim();
+    assert.equal(
+      state,
+      "created",
+      `the job container was not started after the cancel (${progress.join("")})`,
+    );
+    await client.remove(id);
+    assert.deepEqual(objectsLabelled(`berth.environment=${id}`), []);
+  });
+
   test("Start returns the image's environment; the layout's os and arch come from the image", async () => {
     const { id, layout } = await client.create({ image: testImages.busybox });
     try {
@@ -143,6 +172,30 @@ describe("docker driver", docker, () => {
       /berth-test\/no-such-service:1/,
     );
     assert.deepEqual(objectsLabelled("berth.managed=true"), before);
+  });
+
+  test("an engine out of network address pools fails Create with RESOURCE_EXHAUSTED and what to do", async () => {
+    const before = objectsLabelled("berth.managed=true");
+    const fillers: string[] = [];
+    try {
+      // Docker's default pools hold 31 bridge networks; take what is left of them.
+      for (let i = 0; i < 64; i++) {
+        const name = `berth-test-pool-filler-${process.pid}-${i}`;
+        try {
+          execFileSync("docker", ["network", "create", "--label", "berth.test=1", name], { stdio: "pipe" });
+        } catch {
+          break;
+        }
+        fillers.push(name);
+      }
+      await assert.rejects(
+        client.create({ image: testImages.busybox }),
+        expectCode(Status.RESOURCE_EXHAUSTED, /address pool.*berth gc.*docker network prune/),
+      );
+      assert.deepEqual(objectsLabelled("berth.managed=true"), before, "nothing left behind");
+    } finally {
+      if (fillers.length > 0) execFileSync("docker", ["network", "rm", ...fillers], { stdio: "pipe" });
+    }
   });
 
   test("a missing image fails Create with a message naming it", async () => {
@@ -220,6 +273,31 @@ describe("docker driver", docker, () => {
       }[];
       assert.equal(inspect[0].HostConfig.Memory, 256 * 1024 * 1024);
       assert.equal(inspect[0].HostConfig.NanoCpus, 500_000_000);
+    } finally {
+      await client.remove(id);
+    }
+  });
+
+  test("a command the OOM killer ends is named as such; a later plain SIGKILL is not", async () => {
+    const { id } = await client.create({ image: testImages.busybox, backendOptions: { memory: "32m" } });
+    try {
+      await client.start(id);
+      let stderr = "";
+      const hog = await client.exec(
+        id,
+        ["sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}'],
+        {
+          onOutput: (stream, data) => {
+            if (stream === "stderr") stderr += data.toString();
+          },
+        },
+      );
+      assert.equal(hog.exitCode, 137);
+      assert.match(stderr, /killed by the kernel's out-of-memory killer \(SIGKILL, exit code 137 = 128\+9\)/);
+      const v1 = v1Client(channel);
+      const killed = await v1.exec(id, ["sh", "-c", "kill -KILL $$"]);
+      assert.equal(killed.exitCode, 137);
+      assert.equal(killed.errorMessage, "the command was killed by SIGKILL (exit code 137 = 128+9)");
     } finally {
       await client.remove(id);
     }

@@ -20,6 +20,8 @@ import type {
 } from "../../src/driver.js";
 import { BerthError, Status, failedPrecondition, invalidArgument, notFound } from "../../src/errors.js";
 import { killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
+import { OomKillCounts, oomKillCounterCommand } from "../../src/exec-outcome.js";
+import { CollectingWritable } from "../../src/output-capture.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
 import { type JobOptions, parseJobOptions, portBindings } from "./job-options.js";
@@ -64,6 +66,7 @@ export class DockerDriver implements Driver {
   private readonly docker: Docker;
   private readonly where: string;
   private engine = { os: "Linux", arch: "X64" };
+  private readonly oomKills = new OomKillCounts();
 
   constructor(
     private readonly options: DockerOptions,
@@ -249,7 +252,7 @@ export class DockerDriver implements Driver {
       if (exitCode === null) {
         return { kind: "failed", message: "the Docker engine did not report an exit code for the command" };
       }
-      return { kind: "exited", exitCode };
+      return await this.oomKills.exited(ref.id, exitCode, () => this.readOomKillCounter(container));
     } finally {
       clearTimeout(killTimer);
       signal.removeEventListener("abort", kill);
@@ -351,6 +354,7 @@ export class DockerDriver implements Driver {
   }
 
   async remove(ref: EnvironmentRef): Promise<void> {
+    this.oomKills.forget(ref.id);
     const filters = JSON.stringify({ label: [`${labels.environment}=${ref.id}`] });
     const problems: string[] = [];
     const attempt = async (what: string, action: () => Promise<unknown>) => {
@@ -526,6 +530,27 @@ export class DockerDriver implements Driver {
     await container.putArchive(archive as unknown as Readable, { path: existing }).catch((err: unknown) => {
       throw dockerError(err, `create ${destPath} in the job container`);
     });
+  }
+
+  /** The job container's OOM-kill counter, or undefined if the image cannot print it. */
+  private async readOomKillCounter(container: Docker.Container): Promise<string | undefined> {
+    try {
+      const exec = await container.exec({
+        Cmd: oomKillCounterCommand,
+        User: "0",
+        AttachStdout: true,
+        AttachStderr: true,
+      });
+      const output = new CollectingWritable(4096);
+      await demuxExecOutput(await exec.start({ hijack: true, stdin: false }), {
+        stdout: output,
+        stderr: new CollectingWritable(0),
+      });
+      return output.text();
+    } catch (err) {
+      this.logger.debug({ err: engineMessage(err) }, "could not read the job container's OOM-kill counter");
+      return undefined;
+    }
   }
 
   private async killMarked(

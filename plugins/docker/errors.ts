@@ -17,6 +17,8 @@ export function isNotFound(err: unknown): boolean {
   return (err as DockerodeError | undefined)?.statusCode === 404;
 }
 
+const addressPoolsExhausted = /could not find an available, non-overlapping IPv4 address pool/;
+
 /** Translates a Docker engine (or connection) error into a BerthError saying what berth was doing. */
 export function dockerError(err: unknown, doing: string): BerthError {
   if (err instanceof BerthError) return err;
@@ -29,6 +31,15 @@ export function dockerError(err: unknown, doing: string): BerthError {
       {
         cause: err,
       },
+    );
+  }
+  if (addressPoolsExhausted.test(message)) {
+    // The engine says 404 here, but nothing is missing: every address pool holds a network.
+    return new BerthError(
+      Status.RESOURCE_EXHAUSTED,
+      `${message} (every bridge network address pool of the engine is in use: remove networks left over ` +
+        "with `berth gc` or `docker network prune`, or give dockerd more default-address-pools)",
+      { cause: err },
     );
   }
   const status =

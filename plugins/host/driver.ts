@@ -28,6 +28,8 @@ import {
   notFound,
   permissionDenied,
 } from "../../src/errors.js";
+import { exitedWith } from "../../src/exec-outcome.js";
+import { PrefixCapture } from "../../src/output-capture.js";
 import { packTree } from "../../src/tar-pack.js";
 import { checkedTar } from "../../src/tar-safety.js";
 import { extractTar } from "./extract.js";
@@ -37,6 +39,11 @@ import { signalProcessTree } from "./process-tree.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** How often a command is started when bubblewrap fails to set up its sandbox. */
+const bwrapAttempts = 3;
+/** How bubblewrap words a mount it could not set up (its die_with_error messages). */
+const bwrapMountFailure = /^Can't (bind mount|remount|mount)\b/;
 
 /** Set in every command's environment, so its processes can be found again (as the Actions runner's RUNNER_TRACKING_ID). */
 const environmentMarker = "BERTH_ENVIRONMENT_ID";
@@ -178,26 +185,52 @@ export class HostDriver implements Driver {
     const missing = await this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir);
     if (missing) return { kind: "failed", message: missing };
 
-    const child =
-      this.isolation === "bwrap"
-        ? spawn("bwrap", [...this.bwrapArgs(env.dir, workdir), "--", ...spec.command], {
-            env: variables,
-            detached: true,
-            stdio: ["ignore", "pipe", "pipe"],
-          })
-        : spawn(spec.command[0], spec.command.slice(1), {
-            cwd: realWorkdir,
-            env: variables,
-            detached: true,
-            stdio: ["ignore", "pipe", "pipe"],
-          });
-    return this.superviseCommand(
-      ref.id,
-      child,
-      { name: execMarker, value: variables[execMarker] },
-      sinks,
-      signal,
-    );
+    const marker = { name: execMarker, value: variables[execMarker] };
+    if (this.isolation === "none") {
+      const child = spawn(spec.command[0], spec.command.slice(1), {
+        cwd: realWorkdir,
+        env: variables,
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      return this.superviseCommand(ref.id, child, marker, sinks, signal);
+    }
+    // bubblewrap's recursive bind of / can fail while mounts come and go under
+    // it (a Docker engine on the same host starting containers): it then exits
+    // 1 with "bwrap: Can't …mount…" before the command ran, and trying again
+    // is safe. Only that phrasing counts: a command's own "bwrap: " stays its output.
+    for (let attempt = 1; ; attempt++) {
+      const stderr = new PrefixCapture(sinks.stderr, "bwrap: ");
+      let wroteStdout = false;
+      const child = spawn("bwrap", [...this.bwrapArgs(env.dir, workdir), "--", ...spec.command], {
+        env: variables,
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      // superviseCommand pipes the output at once; this listener only notes that some came.
+      const running = this.superviseCommand(ref.id, child, marker, { stdout: sinks.stdout, stderr }, signal);
+      child.stdout.once("data", () => (wroteStdout = true));
+      const result = await running;
+      const reason = stderr.failure();
+      const setupFailed =
+        result.kind === "exited" &&
+        result.exitCode === 1 &&
+        !wroteStdout &&
+        reason !== undefined &&
+        bwrapMountFailure.test(reason);
+      if (!setupFailed) {
+        stderr.release();
+        return result;
+      }
+      if (attempt === bwrapAttempts) {
+        return {
+          kind: "failed",
+          message: `bubblewrap could not set up the command's sandbox (${attempt} tries): ${reason}`,
+        };
+      }
+      this.logger.debug({ environmentId: ref.id, attempt, reason }, "bubblewrap setup failed; trying again");
+      await delay(50 * attempt);
+    }
   }
 
   /** Streams a command's output, kills its tree when the call is cancelled, and reports how it ended. */
@@ -240,9 +273,7 @@ export class HostDriver implements Driver {
       ]);
       if (!drained) this.keepLingering(id, child);
       if (signal.aborted) throw signal.reason;
-      if (outcome.code !== null) return { kind: "exited", exitCode: outcome.code };
-      const number = osConstants.signals[outcome.signal!] ?? 0;
-      return { kind: "exited", exitCode: 128 + number, message: `command was killed by ${outcome.signal}` };
+      return exitedWith(outcome.code ?? 128 + (osConstants.signals[outcome.signal!] ?? 0));
     } finally {
       clearTimeout(killTimer);
       signal.removeEventListener("abort", kill);

@@ -122,6 +122,28 @@ describe("host driver with bubblewrap", () => {
     }
   });
 
+  test("a command's own 'bwrap: ' on stderr is its output: passed on, exit code kept, run once", async () => {
+    const { id, layout } = await client.create({});
+    try {
+      let stderr = "";
+      const ran = `${layout!.rootPath}/ran`;
+      const outcome = await client.exec(
+        id,
+        ["sh", "-c", `echo x >> ${ran}; echo 'bwrap: not bwrap' >&2; exit 1`],
+        {
+          onOutput: (stream, data) => {
+            if (stream === "stderr") stderr += data.toString();
+          },
+        },
+      );
+      assert.equal(outcome.exitCode, 1);
+      assert.equal(stderr, "bwrap: not bwrap\n");
+      assert.equal((await stdoutOf(client, id, ["cat", ran])).stdout, "x\n", "not retried");
+    } finally {
+      await client.remove(id);
+    }
+  });
+
   test("running as another user is refused, not silently ignored", async () => {
     const { id } = await client.create({});
     try {

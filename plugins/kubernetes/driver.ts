@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { posix } from "node:path";
-import { PassThrough, type Readable, Writable } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import {
   AuthorizationV1Api,
   type CoreV1Event,
@@ -37,6 +37,8 @@ import {
   permissionDenied,
 } from "../../src/errors.js";
 import { execMarkerVariable, killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
+import { OomKillCounts, oomKillCounterCommand } from "../../src/exec-outcome.js";
+import { CollectingWritable, PrefixCapture } from "../../src/output-capture.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
 import { type ExecEnd, type ExecSession, type ExecStreams, openExec } from "./exec-socket.js";
@@ -107,6 +109,7 @@ export class KubernetesDriver implements Driver {
   private platform = { os: "Linux", arch: "X64" };
   private owner?: V1OwnerReference & { namespace: string };
   private readonly watches = new Set<AbortController>();
+  private readonly oomKills = new OomKillCounts();
 
   constructor(
     private readonly options: KubernetesOptions,
@@ -207,7 +210,7 @@ export class KubernetesDriver implements Driver {
     const entries = [...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), marker];
     const exported = entries.filter((entry) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(entry));
     const viaEnv = entries.filter((entry) => !exported.includes(entry));
-    const stderr = new FailureCapture(sinks.stderr, failurePrefix);
+    const stderr = new PrefixCapture(sinks.stderr, failurePrefix);
     const command = [
       "sh",
       "-c",
@@ -252,7 +255,7 @@ export class KubernetesDriver implements Driver {
       }
       stderr.release();
       if (end.kind === "error") return { kind: "failed", message: end.message };
-      return { kind: "exited", exitCode: end.exitCode };
+      return await this.oomKills.exited(ref.id, end.exitCode, () => this.readOomKillCounter(env));
     } finally {
       for (const timer of timers) clearTimeout(timer);
       signal.removeEventListener("abort", kill);
@@ -358,6 +361,7 @@ export class KubernetesDriver implements Driver {
   }
 
   async remove(ref: EnvironmentRef): Promise<void> {
+    this.oomKills.forget(ref.id);
     const env = this.state(ref);
     try {
       await this.core.deleteNamespacedPod({
@@ -680,6 +684,18 @@ export class KubernetesDriver implements Driver {
     }
   }
 
+  /** The job container's OOM-kill counter, or undefined if the image cannot print it. */
+  private async readOomKillCounter(env: KubernetesEnvironment): Promise<string | undefined> {
+    const output = new CollectingWritable(4096);
+    try {
+      await this.runHelper(env, oomKillCounterCommand, { stdout: output }, AbortSignal.timeout(30_000));
+      return output.text();
+    } catch (err) {
+      this.logger.debug({ err: messageOf(err) }, "could not read the job container's OOM-kill counter");
+      return undefined;
+    }
+  }
+
   private async killMarked(
     env: KubernetesEnvironment,
     signal: "TERM" | "KILL",
@@ -727,84 +743,6 @@ async function loadTemplate(
     metadata: isPod ? { labels: object.metadata?.labels, annotations: object.metadata?.annotations } : {},
     spec: { ...spec, containers: spec.containers ?? [] },
   };
-}
-
-/** A sink that keeps the first `limit` bytes written to it. */
-class CollectingWritable extends Writable {
-  private readonly chunks: Buffer[] = [];
-  private size = 0;
-
-  constructor(private readonly limit: number) {
-    super();
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    if (this.size < this.limit) {
-      const part = chunk.subarray(0, this.limit - this.size);
-      this.chunks.push(part);
-      this.size += part.length;
-    }
-    callback();
-  }
-
-  text(): string {
-    return Buffer.concat(this.chunks).toString("utf8");
-  }
-}
-
-/**
- * Passes stderr through, except when it starts with the wrapper's failure
- * prefix: then the text is kept as the reason the command could not run.
- */
-class FailureCapture extends Writable {
-  private head = Buffer.alloc(0);
-  private decided: "pass" | "capture" | undefined;
-
-  constructor(
-    private readonly sink: Writable,
-    private readonly prefix: string,
-  ) {
-    super();
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    if (this.decided === "pass") {
-      this.forward(chunk, callback);
-      return;
-    }
-    this.head = Buffer.concat([this.head, chunk]);
-    if (this.decided === undefined) {
-      const prefix = Buffer.from(this.prefix);
-      const compared = Math.min(this.head.length, prefix.length);
-      if (!this.head.subarray(0, compared).equals(prefix.subarray(0, compared))) {
-        this.decided = "pass";
-        const held = this.head;
-        this.head = Buffer.alloc(0);
-        this.forward(held, callback);
-        return;
-      }
-      if (this.head.length >= prefix.length) this.decided = "capture";
-    }
-    callback();
-  }
-
-  /** The wrapper's reason, if it wrote one. */
-  failure(): string | undefined {
-    return this.decided === "capture"
-      ? this.head.toString("utf8").slice(this.prefix.length).trim()
-      : undefined;
-  }
-
-  /** Writes out anything still held back: it was the command's own output after all. */
-  release(): void {
-    if (this.head.length > 0 && this.decided !== "pass") this.sink.write(this.head);
-    this.head = Buffer.alloc(0);
-  }
-
-  private forward(chunk: Buffer, callback: (err?: Error | null) => void): void {
-    if (this.sink.write(chunk)) callback();
-    else this.sink.once("drain", () => callback());
-  }
 }
 
 function helperFailure(doing: string, end: ExecEnd, stderr: string): BerthError {

@@ -183,6 +183,55 @@ describe("kubernetes driver", { skip }, () => {
     assert.deepEqual(await podsOf(id), []);
   });
 
+  test("a cancelled Start stops waiting for the pod, and Remove leaves no pod", async () => {
+    // A pod that boots for an hour: an init container from a second berth's template holds it.
+    const template = join(scratch, "slow-boot.yaml");
+    await writeFile(
+      template,
+      stringify({
+        spec: {
+          initContainers: [
+            { name: "slow-boot", image: kubeTestImage, imagePullPolicy: "Never", command: ["sleep", "3600"] },
+          ],
+          containers: [{ name: "job" }],
+        },
+      }),
+    );
+    const slow = await startDaemon([
+      "--backend",
+      "kubernetes",
+      "--backend-opt",
+      `kubeconfig=${kube.kubeconfig}`,
+      "--backend-opt",
+      `podTemplate=${template}`,
+    ]);
+    const slowChannel = openChannel(slow.address);
+    try {
+      const slowClient = v1alphaClient(slowChannel);
+      const { id } = await slowClient.create({ image: kubeTestImage });
+      const cancel = new AbortController();
+      const progress: string[] = [];
+      await assert.rejects(async () => {
+        for await (const message of slowClient.raw.start({ environmentId: id }, { signal: cancel.signal })) {
+          if (message.output?.$case !== "data") continue;
+          progress.push(message.output.value.data.toString());
+          // Cancelled once the init container runs: the pod is booting, and would for an hour.
+          if (/slow-boot/.test(progress.at(-1)!)) cancel.abort();
+        }
+      }, /abort/i);
+      assert.ok(
+        progress.some((line) => /slow-boot/.test(line)),
+        progress.join(""),
+      );
+      await slowClient.remove(id);
+      assert.deepEqual(await podsOf(id), []);
+      assert.doesNotMatch(slow.log(), /"level":50/, "no error logged for the cancel");
+    } finally {
+      slowChannel.close();
+      await slow.stop();
+    }
+  });
+
   test("an unschedulable pod fails Start with the scheduler's message", async () => {
     const { id } = await client.create({
       image: kubeTestImage,
@@ -289,6 +338,33 @@ describe("kubernetes driver", { skip }, () => {
         requests: { cpu: "100m", memory: "32Mi" },
         limits: { memory: "64Mi" },
       });
+    } finally {
+      await client.remove(id);
+    }
+  });
+
+  test("a command the OOM killer ends is named as such; a later plain SIGKILL is not", async () => {
+    const { id } = await client.create({
+      image: kubeTestImage,
+      backendOptions: { resources: '{"limits":{"memory":"32Mi"}}' },
+    });
+    try {
+      await client.start(id);
+      let stderr = "";
+      const hog = await client.exec(
+        id,
+        ["sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}'],
+        {
+          onOutput: (stream, data) => {
+            if (stream === "stderr") stderr += data.toString();
+          },
+        },
+      );
+      assert.equal(hog.exitCode, 137);
+      assert.match(stderr, /killed by the kernel's out-of-memory killer \(SIGKILL, exit code 137 = 128\+9\)/);
+      const killed = await v1Client(channel).exec(id, ["sh", "-c", "kill -KILL $$"]);
+      assert.equal(killed.exitCode, 137);
+      assert.equal(killed.errorMessage, "the command was killed by SIGKILL (exit code 137 = 128+9)");
     } finally {
       await client.remove(id);
     }
