@@ -5,7 +5,7 @@ const kube = kubernetesTestOptions();
 
 conformanceSuite({
   driver: "kubernetes",
-  serveArgs: ["--backend", "kubernetes", "--backend-opt", `kubeconfig=${kube.kubeconfig}`],
+  serveArgs: kube.serveArgs,
   image: kubeTestImage,
   generations: ["v1", "v1alpha"],
   skip: kube.skip,

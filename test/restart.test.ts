@@ -17,7 +17,7 @@ import { Status } from "nice-grpc";
 import { openChannel, v1alphaClient } from "../src/client.js";
 import { cliPath, startDaemon } from "./support/daemon-process.js";
 import { dockerTestOptions, ensureTestImages, testImages } from "./support/docker-images.js";
-import { execStdout, expectCode } from "./support/rpc.js";
+import { execOutput, expectCode } from "./support/rpc.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();
@@ -90,7 +90,7 @@ describe("restarts and leftovers", docker, () => {
       assert.match(second.log(), /environment of berth's last run taken up again/);
       channel = openChannel(socket);
       const client = v1alphaClient(channel);
-      const again = await execStdout(client, id, ["sh", "-c", "echo again"]);
+      const again = await execOutput(client, id, ["sh", "-c", "echo again"]);
       assert.deepEqual([again.exitCode, again.stdout], [0, "again\n"]);
       await client.remove(id);
       assert.deepEqual(objectsOf(id), [], "Remove left no container or network");

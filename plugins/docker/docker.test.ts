@@ -14,7 +14,8 @@ import {
 } from "../../test/support/daemon-process.js";
 import { dockerTestOptions, ensureTestImages, testImages } from "../../test/support/docker-images.js";
 import { registryAuth } from "./driver.js";
-import { execStdout, expectCode } from "../../test/support/rpc.js";
+import { assertOomKillNamed, execOutput, expectCode } from "../../test/support/rpc.js";
+import { Relay } from "../../test/support/relay.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();
@@ -55,7 +56,7 @@ describe("docker driver", docker, () => {
     });
     try {
       await client.start(id);
-      const fetched = await execStdout(client, id, ["wget", "-q", "-O", "-", "http://web/"]);
+      const fetched = await execOutput(client, id, ["wget", "-q", "-O", "-", "http://web/"]);
       assert.equal(fetched.stdout, "hello from web\n");
     } finally {
       await client.remove(id);
@@ -142,8 +143,8 @@ describe("docker driver", docker, () => {
     const { id } = await client.create({ image: testImages.busybox });
     try {
       await client.start(id);
-      assert.equal((await execStdout(client, id, ["id", "-u"], { user: "nobody" })).stdout, "65534\n");
-      const missing = await execStdout(client, id, ["id"], { user: "no-such-user" });
+      assert.equal((await execOutput(client, id, ["id", "-u"], { user: "nobody" })).stdout, "65534\n");
+      const missing = await execOutput(client, id, ["id"], { user: "no-such-user" });
       assert.match(missing.failed ?? "", /no-such-user/);
     } finally {
       await client.remove(id);
@@ -282,22 +283,7 @@ describe("docker driver", docker, () => {
     const { id } = await client.create({ image: testImages.busybox, backendOptions: { memory: "32m" } });
     try {
       await client.start(id);
-      let stderr = "";
-      const hog = await client.exec(
-        id,
-        ["sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}'],
-        {
-          onOutput: (stream, data) => {
-            if (stream === "stderr") stderr += data.toString();
-          },
-        },
-      );
-      assert.equal(hog.exitCode, 137);
-      assert.match(stderr, /killed by the kernel's out-of-memory killer \(SIGKILL, exit code 137 = 128\+9\)/);
-      const v1 = v1Client(channel);
-      const killed = await v1.exec(id, ["sh", "-c", "kill -KILL $$"]);
-      assert.equal(killed.exitCode, 137);
-      assert.equal(killed.errorMessage, "the command was killed by SIGKILL (exit code 137 = 128+9)");
+      await assertOomKillNamed(client, v1Client(channel), id);
     } finally {
       await client.remove(id);
     }
@@ -318,6 +304,62 @@ describe("docker driver", docker, () => {
       await v1.remove(id);
     }
   });
+});
+
+describe("docker driver: engine connections", docker, () => {
+  let relay: Relay;
+  let daemon: DaemonProcess;
+  let channel: ReturnType<typeof openChannel>;
+  let scratch: string;
+
+  before(async () => {
+    scratch = await mkdtemp(join(tmpdir(), "berth-docker-relay-"));
+    const engine = (process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock").replace(/^unix:\/\//, "");
+    relay = new Relay({ path: engine });
+    await relay.listen(join(scratch, "docker.sock"));
+    daemon = await startDaemon([
+      "--backend",
+      "docker",
+      "--backend-opt",
+      `host=unix://${join(scratch, "docker.sock")}`,
+    ]);
+    channel = openChannel(daemon.address);
+  });
+  after(async () => {
+    channel.close();
+    await daemon.stop();
+    await relay.close();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  for (const generation of ["v1alpha", "v1"] as const) {
+    test(`a connection that drops mid-command ends the ${generation} Exec as a failure, not a success`, async () => {
+      const client = generation === "v1" ? v1Client(channel) : v1alphaClient(channel);
+      const { id } = await client.create({ image: testImages.busybox });
+      try {
+        await client.start(id);
+        await assert.rejects(
+          client.exec(id, ["sh", "-c", "echo started; sleep 30.419; echo finished"], {
+            onOutput: (_s, data) => {
+              if (data.toString().includes("started")) relay.cutAll();
+            },
+          }),
+          expectCode(Status.UNAVAILABLE, /closed while the command was running; its outcome is unknown/),
+        );
+        // The command of the failed step does not run on in the container.
+        let left = "";
+        for (let i = 0; i < 50 && left !== "0"; i++) {
+          if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+          const count = ["sh", "-c", "ps -o args | grep -c '^sleep 30[.]419' || true"];
+          left = (await execOutput(client, id, count)).stdout.trim();
+        }
+        assert.equal(left, "0", "the interrupted command was stopped");
+        assert.equal((await client.exec(id, ["true"])).exitCode, 0, "the environment still works");
+      } finally {
+        await client.remove(id);
+      }
+    });
+  }
 });
 
 describe("docker driver without an engine", () => {

@@ -236,16 +236,40 @@ export class DockerDriver implements Driver {
     const kill = () => {
       void this.killMarked(container, "TERM", marker);
       killTimer = setTimeout(() => void this.killMarked(container, "KILL", marker), this.options.killGraceMs);
+      killTimer.unref();
     };
     signal.addEventListener("abort", kill, { once: true });
     // The stream ends when every holder of the output has gone; a background
     // process may hold it long after the command itself exited.
+    let cutByBerth = false;
+    let lost = false;
     const finishedRunning = this.whenExecEnds(exec, signal).then(() => delay(outputDrainMs));
-    void finishedRunning.then(() => stream.destroy());
+    void finishedRunning.then(() => {
+      cutByBerth = true;
+      stream.destroy();
+    });
     try {
-      const { heldBack } = await demuxExecOutput(stream, sinks);
-      const { ExitCode: exitCode } = await waitForExitCode(exec);
+      let heldBack: string | undefined;
+      let streamError: unknown;
+      try {
+        ({ heldBack } = await demuxExecOutput(stream, sinks));
+      } catch (err) {
+        if (!cutByBerth) streamError = err;
+      }
+      const { ExitCode: exitCode, Running: running } = await waitForExitCode(exec);
       if (signal.aborted) throw signal.reason;
+      if (running || streamError !== undefined) {
+        // The engine keeps the stream open until the command exits, so the
+        // connection dropped: output may be lost and the outcome is unknown.
+        // It is the runner's failed step now, so stop it.
+        lost = true;
+        kill();
+        throw new BerthError(
+          Status.UNAVAILABLE,
+          `the connection to the Docker engine ${this.where} closed while the command was running` +
+            `${streamError === undefined ? "" : ` (${engineMessage(streamError)})`}; its outcome is unknown, and berth stopped it`,
+        );
+      }
       if (heldBack !== undefined && (exitCode === 126 || exitCode === 127))
         return { kind: "failed", message: heldBack };
       release(heldBack, sinks.stdout);
@@ -254,7 +278,7 @@ export class DockerDriver implements Driver {
       }
       return await this.oomKills.exited(ref.id, exitCode, () => this.readOomKillCounter(container));
     } finally {
-      clearTimeout(killTimer);
+      if (!lost) clearTimeout(killTimer);
       signal.removeEventListener("abort", kill);
       stream.destroy();
     }
@@ -594,13 +618,16 @@ async function startContainer(container: Docker.Container, what: string): Promis
   }
 }
 
-/** The exit code once the engine has it (it can lag the end of the output stream a little). */
-async function waitForExitCode(exec: Docker.Exec): Promise<{ ExitCode: number | null }> {
+/**
+ * The exit code once the engine has it (it can lag the end of the output
+ * stream a little); `Running` still true after that means it never came.
+ */
+async function waitForExitCode(exec: Docker.Exec): Promise<{ ExitCode: number | null; Running: boolean }> {
   for (let attempt = 0; ; attempt++) {
     const info = await exec.inspect().catch((err: unknown) => {
       throw dockerError(err, "inspect exec");
     });
-    if (!info.Running || attempt >= 40) return { ExitCode: info.ExitCode };
+    if (!info.Running || attempt >= 40) return { ExitCode: info.ExitCode, Running: info.Running };
     await delay(50);
   }
 }

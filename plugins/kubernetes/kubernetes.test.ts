@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { type Server, type Socket, createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -28,7 +27,8 @@ import {
   webIndexHtml,
 } from "../../test/support/docker-images.js";
 import { kubeTestImage, kubernetesTestOptions } from "../../test/support/kubernetes.js";
-import { execStdout, expectCode } from "../../test/support/rpc.js";
+import { assertOomKillNamed, execOutput, expectCode } from "../../test/support/rpc.js";
+import { Relay } from "../../test/support/relay.js";
 
 const kube = kubernetesTestOptions();
 // Service images come from the Docker engine the cluster's kubelet runs pods on.
@@ -95,10 +95,7 @@ describe("kubernetes driver", { skip }, () => {
       }),
     );
     daemon = await startDaemon([
-      "--backend",
-      "kubernetes",
-      "--backend-opt",
-      `kubeconfig=${kube.kubeconfig}`,
+      ...kube.serveArgs,
       "--backend-opt",
       `podTemplate=${template}`,
       "--backend-opt",
@@ -121,11 +118,11 @@ describe("kubernetes driver", { skip }, () => {
     try {
       await client.start(id);
       assert.equal(
-        (await execStdout(client, id, ["wget", "-q", "-O", "-", "http://web/"])).stdout,
+        (await execOutput(client, id, ["wget", "-q", "-O", "-", "http://web/"])).stdout,
         webIndexHtml,
       );
       assert.equal(
-        (await execStdout(client, id, ["wget", "-q", "-O", "-", "http://localhost:80/"])).stdout,
+        (await execOutput(client, id, ["wget", "-q", "-O", "-", "http://localhost:80/"])).stdout,
         webIndexHtml,
       );
       const spec = (await pod(id)).spec;
@@ -161,7 +158,7 @@ describe("kubernetes driver", { skip }, () => {
       const job = spec.containers.find((c) => c.name === "job");
       assert.deepEqual(job?.securityContext?.capabilities, { add: ["SYS_PTRACE"], drop: ["NET_RAW"] });
       await client.start(id);
-      assert.equal((await execStdout(client, id, ["sh", "-c", "echo $FROM_TEMPLATE"])).stdout, "t\n");
+      assert.equal((await execOutput(client, id, ["sh", "-c", "echo $FROM_TEMPLATE"])).stdout, "t\n");
     } finally {
       await client.remove(id);
     }
@@ -197,14 +194,7 @@ describe("kubernetes driver", { skip }, () => {
         },
       }),
     );
-    const slow = await startDaemon([
-      "--backend",
-      "kubernetes",
-      "--backend-opt",
-      `kubeconfig=${kube.kubeconfig}`,
-      "--backend-opt",
-      `podTemplate=${template}`,
-    ]);
+    const slow = await startDaemon([...kube.serveArgs, "--backend-opt", `podTemplate=${template}`]);
     const slowChannel = openChannel(slow.address);
     try {
       const slowClient = v1alphaClient(slowChannel);
@@ -269,9 +259,9 @@ describe("kubernetes driver", { skip }, () => {
     const { id } = await client.create({ image: kubeTestImage });
     try {
       await client.start(id);
-      assert.equal((await execStdout(client, id, ["id", "-u"], { user: "0" })).stdout, "0\n");
-      assert.equal((await execStdout(client, id, ["id", "-u"], { user: "root" })).stdout, "0\n");
-      const other = await execStdout(client, id, ["id", "-u"], { user: "nobody" });
+      assert.equal((await execOutput(client, id, ["id", "-u"], { user: "0" })).stdout, "0\n");
+      assert.equal((await execOutput(client, id, ["id", "-u"], { user: "root" })).stdout, "0\n");
+      const other = await execOutput(client, id, ["id", "-u"], { user: "nobody" });
       assert.equal(other.stdout, "", "nothing ran");
       assert.match(other.failed ?? "", /cannot run as user nobody/);
       const v1 = v1Client(channel);
@@ -350,21 +340,7 @@ describe("kubernetes driver", { skip }, () => {
     });
     try {
       await client.start(id);
-      let stderr = "";
-      const hog = await client.exec(
-        id,
-        ["sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}'],
-        {
-          onOutput: (stream, data) => {
-            if (stream === "stderr") stderr += data.toString();
-          },
-        },
-      );
-      assert.equal(hog.exitCode, 137);
-      assert.match(stderr, /killed by the kernel's out-of-memory killer \(SIGKILL, exit code 137 = 128\+9\)/);
-      const killed = await v1Client(channel).exec(id, ["sh", "-c", "kill -KILL $$"]);
-      assert.equal(killed.exitCode, 137);
-      assert.equal(killed.errorMessage, "the command was killed by SIGKILL (exit code 137 = 128+9)");
+      await assertOomKillNamed(client, v1Client(channel), id);
     } finally {
       await client.remove(id);
     }
@@ -403,43 +379,6 @@ describe("kubernetes driver", { skip }, () => {
 });
 
 describe("kubernetes driver: exec connections", { skip }, () => {
-  /**
-   * A TCP relay between berth and the API server: the test can count what
-   * crosses it and cut every connection, as a proxy or a network failure does.
-   */
-  class Relay {
-    readonly server: Server;
-    readonly sockets = new Set<Socket>();
-    bytesToServer = 0;
-    constructor(target: { host: string; port: number }) {
-      this.server = createServer((client) => {
-        const upstream = connect(target.port, target.host);
-        this.sockets.add(client).add(upstream);
-        client.on("data", (chunk: Buffer) => (this.bytesToServer += chunk.length));
-        client.pipe(upstream).pipe(client);
-        const drop = () => {
-          client.destroy();
-          upstream.destroy();
-          this.sockets.delete(client);
-          this.sockets.delete(upstream);
-        };
-        client.on("error", drop).on("close", drop);
-        upstream.on("error", drop).on("close", drop);
-      });
-    }
-    async listen(): Promise<number> {
-      await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-      return (this.server.address() as { port: number }).port;
-    }
-    cutAll(): void {
-      for (const socket of this.sockets) socket.destroy();
-    }
-    async close(): Promise<void> {
-      this.cutAll();
-      await new Promise((resolve) => this.server.close(resolve));
-    }
-  }
-
   let relay: Relay;
   let daemon: DaemonProcess;
   let channel: ReturnType<typeof openChannel>;
@@ -452,7 +391,7 @@ describe("kubernetes driver: exec connections", { skip }, () => {
     };
     const server = new URL(config.clusters[0].cluster.server);
     relay = new Relay({ host: server.hostname, port: Number(server.port || 443) });
-    const port = await relay.listen();
+    const port = (await relay.listen())!;
     // The API server's certificate is for 127.0.0.1, whatever the port.
     config.clusters[0].cluster.server = `https://${server.hostname}:${port}`;
     const relayed = join(scratch, "kubeconfig");
@@ -551,14 +490,7 @@ describe("kubernetes driver: owner references", { skip }, () => {
       // As in deploy/kubernetes: the downward API names berth's pod.
       process.env.POD_NAME = owner;
       process.env.POD_NAMESPACE = "default";
-      daemon = await startDaemon([
-        "--backend",
-        "kubernetes",
-        "--backend-opt",
-        `kubeconfig=${kube.kubeconfig}`,
-        "--backend-opt",
-        "ownerReferences=true",
-      ]);
+      daemon = await startDaemon([...kube.serveArgs, "--backend-opt", "ownerReferences=true"]);
       const channel = openChannel(daemon.address);
       const client = v1alphaClient(channel);
       const { id } = await client.create({ image: kubeTestImage });
@@ -663,10 +595,7 @@ describe("kubernetes driver: restarts and orphans", { skip }, () => {
     const args = [
       "--config",
       config,
-      "--backend",
-      "kubernetes",
-      "--backend-opt",
-      `kubeconfig=${kube.kubeconfig}`,
+      ...kube.serveArgs,
       "--state-dir",
       join(dir, "state"),
       "--instance",
@@ -696,7 +625,7 @@ describe("kubernetes driver: restarts and orphans", { skip }, () => {
         assert.deepEqual(left, [], "the unrecorded pod is deleted within 20 s");
         channel = openChannel(socket);
         const client = v1alphaClient(channel);
-        assert.equal((await execStdout(client, kept, ["echo", "still here"])).stdout, "still here\n");
+        assert.equal((await execOutput(client, kept, ["echo", "still here"])).stdout, "still here\n");
         assert.equal((await podsOf(kept)).length, 1, "the re-adopted pod stays");
         await client.remove(kept);
         assert.deepEqual(await podsOf(kept), []);

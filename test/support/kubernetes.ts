@@ -15,6 +15,8 @@ export interface KubernetesTestOptions {
   kubeconfig: string;
   /** A kubectl that matches the test cluster. */
   kubectl: string;
+  /** `berth serve` arguments for a kubernetes backend on the test cluster. */
+  serveArgs: string[];
 }
 
 /** The image ../shared/kube/build.sh imports into the local engine (Debian's static busybox). */
@@ -28,12 +30,13 @@ export function kubernetesTestOptions(env: NodeJS.ProcessEnv = process.env): Kub
   let reason: string | undefined;
   if (!kubeconfig) reason = "BERTH_TEST_KUBECONFIG is not set (npm run test:kubernetes sets it)";
   else if (!existsSync(kubeconfig)) reason = `BERTH_TEST_KUBECONFIG=${kubeconfig} does not exist`;
-  if (reason === undefined) return { skip: false, kubeconfig, kubectl };
+  const serveArgs = ["--backend", "kubernetes", "--backend-opt", `kubeconfig=${kubeconfig}`];
+  if (reason === undefined) return { skip: false, kubeconfig, kubectl, serveArgs };
   if (env.BERTH_REQUIRE_KUBERNETES === "1") {
     throw new Error(
       `BERTH_REQUIRE_KUBERNETES=1 but there is no test cluster: ${reason}. ` +
         "Run the Kubernetes tests with `npm run test:kubernetes`, which starts one.",
     );
   }
-  return { skip: reason, kubeconfig: "", kubectl };
+  return { skip: reason, kubeconfig: "", kubectl, serveArgs: [] };
 }
