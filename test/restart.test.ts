@@ -173,6 +173,78 @@ describe("restarts and leftovers", docker, () => {
     }
   });
 
+  /** Serves with extra config-file lines on top of the shared reconciler settings. */
+  async function serveWith(extraConfig: string) {
+    const own = join(dir, `berth-${randomUUID().slice(0, 8)}.yaml`);
+    await writeFile(own, `${await readFile(config, "utf8")}${extraConfig}`);
+    return startDaemon(
+      ["--config", own, "--backend", "docker", "--state-dir", stateDir, "--instance", instance],
+      { listen: [socket] },
+    );
+  }
+
+  test("SIGTERM keeps environments for the next start; with removeOnShutdown it removes them", async () => {
+    const first = await serve();
+    let channel = openChannel(socket);
+    const { id: kept } = await v1alphaClient(channel).create({ image: testImages.busybox });
+    await v1alphaClient(channel).start(kept);
+    channel.close();
+    assert.equal(await first.stop(), 0);
+    assert.notDeepEqual(objectsOf(kept), [], "the environment outlives a clean stop");
+
+    const second = await serveWith("removeOnShutdown: true\n");
+    channel = openChannel(socket);
+    const client = v1alphaClient(channel);
+    assert.equal((await client.exec(kept, ["true"])).exitCode, 0, "taken up again after a clean stop");
+    const { id: fresh } = await client.create({ image: testImages.busybox });
+    channel.close();
+    assert.equal(await second.stop(), 0);
+    assert.deepEqual([...objectsOf(kept), ...objectsOf(fresh)], [], "removeOnShutdown removed both");
+    const state = JSON.parse(await readFile(join(stateDir, "environments.json"), "utf8")) as {
+      environments: unknown[];
+    };
+    assert.deepEqual(state.environments, [], "and their records");
+  });
+
+  test("an environment_timeout that passed while berth was down removes the environment at the next start", async () => {
+    const first = await serve();
+    let channel = openChannel(socket);
+    const { id } = await v1alphaClient(channel).create({ image: testImages.busybox, timeoutMs: 3000 });
+    channel.close();
+    first.child.kill("SIGKILL");
+    await first.stop();
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    const second = await serve();
+    try {
+      assert.ok(
+        await eventually(() => objectsOf(id).length === 0, 10_000),
+        "removed within 10 s of the start",
+      );
+      channel = openChannel(socket);
+      await assert.rejects(v1alphaClient(channel).exec(id, ["true"]), expectCode(Status.NOT_FOUND));
+      channel.close();
+    } finally {
+      await second.stop();
+    }
+  });
+
+  test("the reconciler removes an environment older than reconciler.maxAgeSeconds, record or not", async () => {
+    const daemon = await serveWith("  maxAgeSeconds: 3\n");
+    const channel = openChannel(socket);
+    try {
+      const client = v1alphaClient(channel);
+      const { id } = await client.create({ image: testImages.busybox });
+      await client.start(id);
+      assert.equal((await client.exec(id, ["true"])).exitCode, 0);
+      assert.ok(await eventually(() => objectsOf(id).length === 0, 10_000), "removed within 10 s");
+      await assert.rejects(client.exec(id, ["true"]), expectCode(Status.NOT_FOUND));
+      assert.match(daemon.log(), new RegExp(`"environmentId":"${id}".*"reason":"too old"`));
+    } finally {
+      channel.close();
+      await daemon.stop();
+    }
+  });
+
   test("berth gc --dry-run prints what it would remove; berth gc removes it", async () => {
     const first = await serve();
     const channel = openChannel(socket);
