@@ -32,7 +32,7 @@ export interface DaemonProcess {
  */
 export async function startDaemon(
   args: string[] = [],
-  options: { listen?: string[] } = {},
+  options: { listen?: string[]; env?: Record<string, string> } = {},
 ): Promise<DaemonProcess> {
   const dir = await mkdtemp(join(tmpdir(), "berth-test-"));
   const listen = options.listen ?? [`unix://${join(dir, "berth.sock")}`];
@@ -44,7 +44,10 @@ export async function startDaemon(
   const child = spawn(
     process.execPath,
     [cliPath, "serve", "--log-level", "debug", ...own, ...listen.flatMap((l) => ["--listen", l]), ...args],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, BERTH_TEST_RUN: randomUUID() } },
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, BERTH_TEST_RUN: randomUUID(), ...options.env },
+    },
   );
   let logText = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
