@@ -112,6 +112,9 @@ describe("the Dockerfile", docker, () => {
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
+    // Each run re-imports the base image and rebuilds berth's under the same tags: the previous
+    // ones are left untagged, and only those (dangling, labelled berth.test=1) go.
+    await dockerCli(["image", "prune", "--force", "--filter", "label=berth.test=1"]);
   });
 
   test("runs berth as a non-root user, with berth as its entrypoint", async () => {

@@ -26,7 +26,7 @@ import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
 import { type JobOptions, parseJobOptions, portBindings } from "./job-options.js";
 import { demuxExecOutput, release } from "./demux.js";
-import { dockerError, engineMessage, isNotFound } from "./errors.js";
+import { dockerError, engineMessage, isConnectionError, isNotFound } from "./errors.js";
 import type { DockerOptions } from "./options.js";
 
 /** Labels on every object berth creates, so it can be found again. */
@@ -243,7 +243,10 @@ export class DockerDriver implements Driver {
     // process may hold it long after the command itself exited.
     let cutByBerth = false;
     let lost = false;
-    const finishedRunning = this.whenExecEnds(exec, signal).then(() => delay(outputDrainMs));
+    let over = false;
+    const finishedRunning = this.whenExecEnds(exec, () => over || signal.aborted).then(() =>
+      delay(outputDrainMs),
+    );
     void finishedRunning.then(() => {
       cutByBerth = true;
       stream.destroy();
@@ -256,9 +259,10 @@ export class DockerDriver implements Driver {
       } catch (err) {
         if (!cutByBerth) streamError = err;
       }
-      const { ExitCode: exitCode, Running: running } = await waitForExitCode(exec);
+      const end = await waitForExitCode(exec);
       if (signal.aborted) throw signal.reason;
-      if (running || streamError !== undefined) {
+      const cause = streamError ?? end.unreachable;
+      if (end.running || cause !== undefined) {
         // The engine keeps the stream open until the command exits, so the
         // connection dropped: output may be lost and the outcome is unknown.
         // It is the runner's failed step now, so stop it.
@@ -266,10 +270,11 @@ export class DockerDriver implements Driver {
         kill();
         throw new BerthError(
           Status.UNAVAILABLE,
-          `the connection to the Docker engine ${this.where} closed while the command was running` +
-            `${streamError === undefined ? "" : ` (${engineMessage(streamError)})`}; its outcome is unknown, and berth stopped it`,
+          `the connection to the Docker engine ${this.where} dropped while the command was running` +
+            `${cause === undefined ? "" : ` (${engineMessage(cause)})`}; its outcome is unknown, so berth stops the command`,
         );
       }
+      const exitCode = end.exitCode;
       if (heldBack !== undefined && (exitCode === 126 || exitCode === 127))
         return { kind: "failed", message: heldBack };
       release(heldBack, sinks.stdout);
@@ -278,6 +283,7 @@ export class DockerDriver implements Driver {
       }
       return await this.oomKills.exited(ref.id, exitCode, () => this.readOomKillCounter(container));
     } finally {
+      over = true;
       if (!lost) clearTimeout(killTimer);
       signal.removeEventListener("abort", kill);
       stream.destroy();
@@ -582,28 +588,40 @@ export class DockerDriver implements Driver {
     signal: "TERM" | "KILL",
     marker: string,
   ): Promise<void> {
-    try {
-      const exec = await container.exec({
-        Cmd: ["sh", "-c", killMarkedScript, "sh", signal, marker],
-        User: "0",
-      });
-      // A detached start still answers with a response stream: read it so its socket is freed.
-      const response = (await exec.start({ Detach: true })) as unknown as Readable;
-      response.resume();
-    } catch (err) {
-      this.logger.warn(
-        { err: engineMessage(err) },
-        "could not signal a cancelled command (the image needs sh, tr and grep)",
-      );
+    // Right after a dropped connection a pooled one may still fail once: try again on a new one.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const exec = await container.exec({
+          Cmd: ["sh", "-c", killMarkedScript, "sh", signal, marker],
+          User: "0",
+        });
+        // A detached start still answers with a response stream: read it so its socket is freed.
+        const response = (await exec.start({ Detach: true })) as unknown as Readable;
+        response.resume();
+        return;
+      } catch (err) {
+        if (isConnectionError(err) && attempt < 3) {
+          await delay(200 * attempt);
+          continue;
+        }
+        this.logger.warn(
+          { err: engineMessage(err), signal },
+          isConnectionError(err)
+            ? "could not signal a command: the Docker engine does not answer"
+            : "could not signal a command (the image needs sh, tr and grep)",
+        );
+        return;
+      }
     }
   }
 
   /** Resolves once the exec's main process has exited (or the call is cancelled). */
-  private async whenExecEnds(exec: Docker.Exec, signal: AbortSignal): Promise<void> {
+  private async whenExecEnds(exec: Docker.Exec, stopLooking: () => boolean): Promise<void> {
     for (;;) {
       await delay(1000);
-      if (signal.aborted) return;
-      const info = await exec.inspect().catch(() => ({ Running: false }));
+      if (stopLooking()) return;
+      // A failed look (the engine briefly unreachable) proves nothing: look again.
+      const info = await exec.inspect().catch(() => ({ Running: true }));
       if (!info.Running) return;
     }
   }
@@ -620,16 +638,26 @@ async function startContainer(container: Docker.Container, what: string): Promis
 
 /**
  * The exit code once the engine has it (it can lag the end of the output
- * stream a little); `Running` still true after that means it never came.
+ * stream a little). `running` still true after that means it never came;
+ * `unreachable` is why the engine could not be asked (a pooled connection
+ * that was cut fails once and is replaced, so each look is tried again).
  */
-async function waitForExitCode(exec: Docker.Exec): Promise<{ ExitCode: number | null; Running: boolean }> {
-  for (let attempt = 0; ; attempt++) {
-    const info = await exec.inspect().catch((err: unknown) => {
-      throw dockerError(err, "inspect exec");
-    });
-    if (!info.Running || attempt >= 40) return { ExitCode: info.ExitCode, Running: info.Running };
-    await delay(50);
+async function waitForExitCode(
+  exec: Docker.Exec,
+): Promise<{ exitCode: number | null; running: boolean; unreachable?: unknown }> {
+  let unreachable: unknown;
+  for (let attempt = 0; attempt < 40; attempt++) {
+    if (attempt > 0) await delay(50);
+    try {
+      const info = await exec.inspect();
+      if (!info.Running) return { exitCode: info.ExitCode, running: false };
+      unreachable = undefined;
+    } catch (err) {
+      if (!isConnectionError(err)) throw dockerError(err, "inspect exec");
+      unreachable = err;
+    }
   }
+  return { exitCode: null, running: unreachable === undefined, unreachable };
 }
 
 function lastHealthOutput(health: { Log?: { Output: string }[] }): string {

@@ -13,6 +13,12 @@ export function engineMessage(err: unknown): string {
   return (json?.message ?? messageOf(err)).replace(/^\(HTTP code \d+\) [^-]*- /, "").trim();
 }
 
+/** The request never got an answer: the connection to the engine failed (ECONNREFUSED, EPIPE, …). */
+export function isConnectionError(err: unknown): boolean {
+  const { statusCode, code } = (err ?? {}) as DockerodeError;
+  return statusCode === undefined && code !== undefined;
+}
+
 export function isNotFound(err: unknown): boolean {
   return (err as DockerodeError | undefined)?.statusCode === 404;
 }
@@ -24,7 +30,7 @@ export function dockerError(err: unknown, doing: string): BerthError {
   if (err instanceof BerthError) return err;
   const { statusCode, code } = (err ?? {}) as DockerodeError;
   const message = `${doing}: ${engineMessage(err)}`;
-  if (statusCode === undefined && code !== undefined) {
+  if (isConnectionError(err)) {
     return new BerthError(
       Status.UNAVAILABLE,
       `${doing}: cannot reach the Docker engine (${code}): ${messageOf(err)}`,

@@ -27,7 +27,13 @@ import {
   webIndexHtml,
 } from "../../test/support/docker-images.js";
 import { kubeTestImage, kubernetesTestOptions } from "../../test/support/kubernetes.js";
-import { assertOomKillNamed, execOutput, expectCode } from "../../test/support/rpc.js";
+import {
+  assertCutExecFails,
+  assertOomKillNamed,
+  execOutput,
+  expectCode,
+  startCancelledAt,
+} from "../../test/support/rpc.js";
 import { Relay } from "../../test/support/relay.js";
 
 const kube = kubernetesTestOptions();
@@ -199,21 +205,12 @@ describe("kubernetes driver", { skip }, () => {
     try {
       const slowClient = v1alphaClient(slowChannel);
       const { id } = await slowClient.create({ image: kubeTestImage });
-      const cancel = new AbortController();
-      const progress: string[] = [];
-      await assert.rejects(async () => {
-        for await (const message of slowClient.raw.start({ environmentId: id }, { signal: cancel.signal })) {
-          if (message.output?.$case !== "data") continue;
-          progress.push(message.output.value.data.toString());
-          // Cancelled once the init container runs: the pod is booting, and would for an hour.
-          if (/slow-boot/.test(progress.at(-1)!)) cancel.abort();
-        }
-      }, /abort/i);
-      assert.ok(
-        progress.some((line) => /slow-boot/.test(line)),
-        progress.join(""),
-      );
-      await slowClient.remove(id);
+      // Cancelled once the init container runs: the pod is booting, and would for an hour.
+      try {
+        await startCancelledAt(slowClient, id, /slow-boot/);
+      } finally {
+        await slowClient.remove(id);
+      }
       assert.deepEqual(await podsOf(id), []);
       assert.doesNotMatch(slow.log(), /"level":50/, "no error logged for the cancel");
     } finally {
@@ -438,32 +435,12 @@ describe("kubernetes driver: exec connections", { skip }, () => {
       const { id } = await client.create({ image: kubeTestImage });
       try {
         await client.start(id);
-        // The runner gets an error status naming the cause: not an exit code, not "could not run".
-        await assert.rejects(
-          client.exec(id, ["sh", "-c", "echo started; sleep 30.417"], {
-            onOutput: (_s, data) => {
-              if (data.toString().includes("started")) relay.cutAll();
-            },
-          }),
-          expectCode(
-            Status.UNAVAILABLE,
-            /closed before the command's exit status arrived.*outcome is unknown/,
-          ),
+        await assertCutExecFails(
+          client,
+          id,
+          () => relay.cutAll(),
+          /closed before the command's exit status arrived.*outcome is unknown/,
         );
-        // The command of the failed step does not run on in the pod.
-        let left = "";
-        for (let i = 0; i < 50; i++) {
-          let out = "";
-          await client.exec(id, ["sh", "-c", "ps -o args | grep -c '^sleep 30[.]417' || true"], {
-            onOutput: (_s, data) => (out += data.toString()),
-          });
-          left = out.trim();
-          if (left === "0") break;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        assert.equal(left, "0", "the interrupted command was stopped");
-        // The pod and the driver's client survive the cut.
-        assert.equal((await client.exec(id, ["true"])).exitCode, 0);
       } finally {
         await client.remove(id);
       }

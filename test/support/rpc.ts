@@ -1,7 +1,8 @@
 /** Assertions and helpers for tests that call berth as a runner does. */
 import assert from "node:assert/strict";
 import { Status } from "nice-grpc";
-import type { ExecOptions, ExecOutcome, PluginClient } from "../../src/client.js";
+
+import type { ExecOptions, ExecOutcome, PluginClient, v1alphaClient } from "../../src/client.js";
 
 /** For assert.rejects: the call failed with this gRPC code (and a message matching the pattern). */
 export function expectCode(code: Status, pattern?: RegExp) {
@@ -48,4 +49,61 @@ export async function assertOomKillNamed(v1alpha: PluginClient, v1: PluginClient
   const killed = await v1.exec(id, ["sh", "-c", "kill -KILL $$"]);
   assert.equal(killed.exitCode, 137);
   assert.equal(killed.errorMessage, "the command was killed by SIGKILL (exit code 137 = 128+9)");
+}
+
+/**
+ * Starts an environment over plugin.v1alpha and cancels the call as soon as
+ * a progress line matches `when`, as a runner does when the job is
+ * cancelled mid-boot; returns the progress lines seen.
+ */
+export async function startCancelledAt(
+  client: ReturnType<typeof v1alphaClient>,
+  id: string,
+  when: RegExp,
+): Promise<string[]> {
+  const cancel = new AbortController();
+  const progress: string[] = [];
+  await assert.rejects(async () => {
+    for await (const message of client.raw.start({ environmentId: id }, { signal: cancel.signal })) {
+      if (message.output?.$case !== "data") continue;
+      progress.push(message.output.value.data.toString());
+      if (when.test(progress.at(-1)!)) cancel.abort();
+    }
+  }, /abort/i);
+  assert.ok(
+    progress.some((line) => when.test(line)),
+    `no progress line matched ${when}: ${progress.join("")}`,
+  );
+  return progress;
+}
+
+/**
+ * In a started environment: `cut` drops berth's connection to the backend
+ * while a command runs. The runner must get UNAVAILABLE matching `reason`
+ * (not an exit code, not "could not run"), the command must not run on,
+ * and the environment must still work afterwards.
+ */
+export async function assertCutExecFails(
+  client: PluginClient,
+  id: string,
+  cut: () => void,
+  reason: RegExp,
+): Promise<void> {
+  const mark = `30.${process.pid % 1000}`;
+  await assert.rejects(
+    client.exec(id, ["sh", "-c", `echo started; sleep ${mark}; echo finished`], {
+      onOutput: (_s, data) => {
+        if (data.toString().includes("started")) cut();
+      },
+    }),
+    expectCode(Status.UNAVAILABLE, reason),
+  );
+  const count = ["sh", "-c", `ps -o args | grep -c '^sleep ${mark.replace(".", "[.]")}' || true`];
+  let left = "";
+  for (let i = 0; i < 50 && left !== "0"; i++) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    left = (await execOutput(client, id, count)).stdout.trim();
+  }
+  assert.equal(left, "0", "the interrupted command was stopped");
+  assert.equal((await client.exec(id, ["true"])).exitCode, 0, "the environment still works");
 }
