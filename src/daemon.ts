@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import { type AuditLog, openAuditLog } from "./audit.js";
 import { callerInterceptor } from "./caller.js";
 import { type BackendConfig, type DaemonConfig, type ListenerConfig, tcpListenerProblem } from "./config.js";
-import { findDriverFactory } from "./drivers.js";
+import type { DriverRegistry } from "./drivers.js";
 import { type Backend, EnvironmentService } from "./environments.js";
 import { BerthError, failedPrecondition, messageOf } from "./errors.js";
 import { descriptorSet } from "./gen/descriptor-set.js";
@@ -24,6 +24,7 @@ import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
 import { PluginCallTracker, rpcBoundary } from "./rpc-boundary.js";
 import { activatedListener } from "./systemd.js";
+import { TlsFileProvider } from "./tls-files.js";
 import { bindWithMode, claimSocketPath, releaseSocketPath } from "./unix-socket.js";
 
 export interface Daemon {
@@ -56,10 +57,10 @@ export interface Daemon {
  */
 export async function provisionBackend(
   config: BackendConfig,
-  { logger, instance }: { logger: Logger; instance: string },
+  { logger, instance, drivers }: { logger: Logger; instance: string; drivers: DriverRegistry },
   made: (backend: Backend) => void = () => {},
 ): Promise<Backend> {
-  const factory = findDriverFactory(config.driver);
+  const factory = await drivers.factory(config.driver);
   const driver = factory.create(config.options, {
     logger: logger.child({ driver: factory.name, backend: config.name }),
     instance,
@@ -95,10 +96,12 @@ const pluginServiceNames = ["plugin.v1.BackendPlugin", "plugin.v1alpha.BackendPl
 export function createDaemon({
   config,
   logger,
+  drivers,
   metrics = new Metrics(),
 }: {
   config: DaemonConfig;
   logger: Logger;
+  drivers: DriverRegistry;
   metrics?: Metrics;
 }): Daemon {
   const store = new StateStore(config.stateDir, logger);
@@ -181,7 +184,7 @@ export function createDaemon({
     const made = new Map<string, Backend>();
     try {
       for (const backendConfig of configs) {
-        await provisionBackend(backendConfig, { logger, instance: current.instance }, (backend) =>
+        await provisionBackend(backendConfig, { logger, instance: current.instance, drivers }, (backend) =>
           made.set(backend.name, backend),
         );
       }
@@ -213,7 +216,12 @@ export function createDaemon({
         : address.kind;
     let credentials;
     try {
-      credentials = listenerCredentials(transport, listener, activated?.local);
+      credentials = listenerCredentials(
+        transport,
+        listener,
+        logger.child({ listener: listener.address }),
+        activated?.local,
+      );
     } catch (err) {
       await activated?.close();
       throw err;
@@ -439,40 +447,20 @@ function delay(ms: number): Promise<void> {
 function listenerCredentials(
   transport: "unix" | "tcp",
   listener: ListenerConfig,
+  logger: Logger,
   local?: string | AddressInfo | null,
 ): ServerCredentials {
   if (transport === "unix") return ServerCredentials.createInsecure();
   if (listener.tls) {
     const { cert, key, clientCa, reloadSeconds } = listener.tls;
-    const reloadIntervalMs = reloadSeconds * 1000;
-    // Fail at startup on files that cannot be read, rather than on the first handshake.
-    for (const [file, what] of [
-      [cert, "certificate"],
-      [key, "key"],
-      [clientCa, "client CA"],
-    ] as const) {
-      if (file === undefined) continue;
-      try {
-        readFileSync(file);
-      } catch (err) {
-        throw failedPrecondition(`cannot read TLS ${what} ${file}: ${messageOf(err)}`);
-      }
-    }
-    // The files are read again every interval: a rotated certificate takes effect without a restart.
-    const identity = new experimental.FileWatcherCertificateProvider({
-      certificateFile: cert,
-      privateKeyFile: key,
-      refreshIntervalMs: reloadIntervalMs,
-    });
-    const ca =
-      clientCa === undefined
-        ? null
-        : new experimental.FileWatcherCertificateProvider({
-            caCertificateFile: clientCa,
-            refreshIntervalMs: reloadIntervalMs,
-          });
-    // grpc-js names these parameters the other way round; the first is the identity, the second the CA.
-    return experimental.createCertificateProviderServerCredentials(identity, ca, clientCa !== undefined);
+    // Read and checked now, so startup fails on unusable files rather than the first handshake;
+    // read again every interval, so a rotated certificate takes effect without a restart.
+    const files = new TlsFileProvider({ cert, key, clientCa }, reloadSeconds * 1000, logger);
+    return experimental.createCertificateProviderServerCredentials(
+      files,
+      clientCa === undefined ? null : files,
+      clientCa !== undefined,
+    );
   }
   const host = typeof local === "object" && local !== null ? local.address : parseTcpHost(listener.address);
   const problem = tcpListenerProblem(listener.address, host, undefined, listener.insecure ?? false);

@@ -20,16 +20,32 @@ export function exitedWith(exitCode: number, oomKilled = false): ExecResult {
 }
 
 /**
- * Prints the job container's cgroup OOM-kill counter (cgroup v2's
- * memory.events, then v1's memory.oom_control; whichever exists). Run in
- * the container only after an exit of 137, so it costs nothing otherwise;
- * images without cat just get no OOM verdict.
+ * Prints the file that holds the OOM-kill counter (`oom_kill N`) of the
+ * memory cgroup the container's processes are in, whatever the node's
+ * layout: cgroup v2's memory.events or v1's memory.oom_control, with the
+ * cgroup's own path from /proc/self/cgroup tried first (the whole
+ * hierarchy is visible when the runtime shares the host's cgroup
+ * namespace, as the kubelet's dockershim does on v2; the top file would
+ * then be the root cgroup's), then the top of the mount (a private cgroup
+ * namespace, or v1's per-container mount). `$1` is a directory standing
+ * for / (empty in a container; a fixture tree in tests). Needs only sh
+ * and cat; run only after an exit of 137, so it costs nothing otherwise.
  */
-export const oomKillCounterCommand = [
-  "cat",
-  "/sys/fs/cgroup/memory.events",
-  "/sys/fs/cgroup/memory/memory.oom_control",
-];
+export const oomKillCounterScript = `r=$1 v1= v2=
+while IFS=: read -r _ controllers path; do
+  case ",$controllers," in
+    ,,) v2=$path ;;
+    *,memory,*) v1=$path ;;
+  esac
+done <"$r/proc/self/cgroup"
+for f in "$r/sys/fs/cgroup$v2/memory.events" "$r/sys/fs/cgroup/memory.events" \
+  "$r/sys/fs/cgroup/memory$v1/memory.oom_control" "$r/sys/fs/cgroup/memory/memory.oom_control"; do
+  if [ -r "$f" ]; then exec cat "$f"; fi
+done
+exit 1`;
+
+/** oomKillCounterScript as a command for the job container. */
+export const oomKillCounterCommand = ["sh", "-c", oomKillCounterScript, "berth-oom-counter", ""];
 
 /** Exit code of a command killed by SIGKILL, which is what the OOM killer sends. */
 const sigkillExitCode = 128 + osConstants.signals.SIGKILL;

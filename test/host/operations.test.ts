@@ -7,15 +7,18 @@ import assert from "node:assert/strict";
 import { copyFile, lstat, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { createClient } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
 import { Status } from "nice-grpc";
-import { openChannel, v1Client, v1alphaClient } from "../src/client.js";
-import { makeTestPki, type TestPki } from "./support/certificates.js";
-import { type DaemonProcess, startDaemon } from "./support/daemon-process.js";
-import { once, readTar, tarOf } from "./support/tar.js";
-import { expectCode } from "./support/rpc.js";
+import { openChannel, v1Client, v1alphaClient } from "../../src/client.js";
+import { messageOf } from "../../src/errors.js";
+import { makeTestPki, type TestPki } from "../support/certificates.js";
+import { type DaemonProcess, startDaemon } from "../support/daemon-process.js";
+import { once, readTar, tarOf } from "../support/tar.js";
+import { withCleanup } from "../support/cleanup.js";
+import { expectCode } from "../support/rpc.js";
 
 const SERVING = 1;
 
@@ -177,12 +180,13 @@ metrics:
         await client.copyIn(id, `${layout?.rootPath}/in`, once(await tarOf([{ name: "f", content: "abc" }])));
         assert.equal((await readTar(client.copyOut(id, `${layout?.rootPath}/in`))).length, 2);
         const cancel = new AbortController();
-        await client
-          .exec(id, ["sh", "-c", "echo go; sleep 30"], {
+        await assert.rejects(
+          client.exec(id, ["sh", "-c", "echo go; sleep 30"], {
             signal: cancel.signal,
             onOutput: () => cancel.abort(),
-          })
-          .catch(() => undefined);
+          }),
+          /abort/i,
+        );
         await client.remove(id);
       };
       const before = await scrape(daemon);
@@ -451,21 +455,23 @@ describe("listener security settings", () => {
     }
   });
 
-  test("rotated certificate files take effect without a restart", async () => {
+  test("rotated certificate files take effect without a restart, and a rotation caught half-way keeps the old ones", async () => {
     const dir = await mkdtemp(join(tmpdir(), "berth-rotation-"));
     const before = makeTestPki();
     const rotated = makeTestPki();
-    const install = async (pki: TestPki) => {
-      await copyFile(pki.serverCert, join(dir, "server.pem"));
-      await copyFile(pki.serverKey, join(dir, "server.key"));
-      await copyFile(pki.ca, join(dir, "ca.pem"));
+    const files: ["serverCert" | "serverKey" | "ca", string][] = [
+      ["serverCert", "server.pem"],
+      ["serverKey", "server.key"],
+      ["ca", "ca.pem"],
+    ];
+    const install = async (pki: TestPki, which = files) => {
+      for (const [key, name] of which) await copyFile(pki[key], join(dir, name));
     };
     await install(before);
-    const port = 20000 + Math.floor(Math.random() * 20000);
     const daemon = await serveConfig(
       dir,
       `listeners:
-  - address: tcp://127.0.0.1:${port}
+  - address: tcp://127.0.0.1:0
     tls:
       cert: DIR/server.pem
       key: DIR/server.key
@@ -473,31 +479,54 @@ describe("listener security settings", () => {
       reloadSeconds: 1
 `,
     );
-    const answers = async (pki: TestPki) => {
+    /** Whether a client of that PKI is served; the error when it is not, for the assertion's message. */
+    const served = async (pki: TestPki): Promise<{ ok: boolean; error?: string }> => {
       const channel = openChannel(daemon.address, { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey });
       try {
-        return (await v1alphaClient(channel).capabilities()).name === "host";
-      } catch {
-        return false;
+        const name = (await v1alphaClient(channel).capabilities()).name;
+        return name === "host" ? { ok: true } : { ok: false, error: `answered as backend ${name}` };
+      } catch (err) {
+        return { ok: false, error: messageOf(err) };
       } finally {
         channel.close();
       }
     };
-    try {
-      assert.equal(await answers(before), true);
-      assert.equal(await answers(rotated), false, "the new CA's client is not trusted yet");
-      await install(rotated);
-      let switched = false;
-      for (let i = 0; i < 50 && !switched; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 200));
-        switched = await answers(rotated);
-      }
-      assert.ok(switched, "the new certificate and CA are in use within 10 s");
-      assert.equal(await answers(before), false, "the old CA's client is refused now");
-    } finally {
-      await daemon.stop();
-      for (const pki of [before, rotated]) await rm(pki.dir, { recursive: true, force: true });
-      await rm(dir, { recursive: true, force: true });
-    }
+    const assertServed = async (pki: TestPki, expected: boolean, what: string) => {
+      const { ok, error } = await served(pki);
+      assert.equal(ok, expected, `${what}${error ? ` (the call failed: ${error})` : ""}`);
+    };
+    await withCleanup(
+      async () => {
+        // The very first call after startup: the listener has its certificate before it accepts.
+        await assertServed(before, true, "a client of the original CA is served right after startup");
+        await assertServed(rotated, false, "the new CA's client is not trusted yet");
+        // Half-way: the new certificate beside the old key is no working set, so the old one stays.
+        await install(rotated, files.slice(0, 1));
+        const warned = /TLS files cannot be used as they are now/;
+        for (let i = 0; i < 100 && !warned.test(daemon.log()); i++) await delay(50);
+        assert.match(daemon.log(), warned, "the half-done rotation is logged");
+        await assertServed(
+          before,
+          true,
+          "the old certificate is still served while the rotation is half-done",
+        );
+        await install(rotated, files.slice(1));
+        let switched = { ok: false } as Awaited<ReturnType<typeof served>>;
+        for (let i = 0; i < 50 && !switched.ok; i++) {
+          await delay(200);
+          switched = await served(rotated);
+        }
+        assert.ok(
+          switched.ok,
+          `the new certificate and CA are in use within 10 s (last error: ${switched.error})`,
+        );
+        await assertServed(before, false, "the old CA's client is refused now");
+      },
+      async () => {
+        await daemon.stop();
+        for (const pki of [before, rotated]) await rm(pki.dir, { recursive: true, force: true });
+        await rm(dir, { recursive: true, force: true });
+      },
+    );
   });
 });
