@@ -8,12 +8,10 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
 import { z } from "zod";
-import { type RegisteredDriver, driverNames, findDriverFactory } from "./drivers.js";
+import type { DriverRegistry, LoadedDriver } from "./drivers.js";
 import { BerthError, Status, messageOf } from "./errors.js";
-import { isLoopbackHost, parseListenAddress } from "./listen-address.js";
+import { defaultListen, isLoopbackHost, parseListenAddress } from "./listen-address.js";
 import type { LogLevel } from "./logger.js";
-
-export const defaultListen = "unix://./berth.sock";
 
 const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
 
@@ -270,7 +268,7 @@ function zodProblems(error: z.ZodError, locate: Locator, prefix: PropertyKey[] =
 }
 
 /** The known option names of a driver, for "unknown key" messages. */
-function knownOptions(factory: RegisteredDriver): string {
+function knownOptions(factory: LoadedDriver): string {
   return Object.keys(factory.optionsSchema.shape).join(", ");
 }
 
@@ -298,10 +296,11 @@ function readConfigFile(file: string): { document: Document; lines: LineCounter;
  * options, and unless checkFiles is false, that TLS files can be read).
  * Throws a ConfigError listing every problem.
  */
-export function loadConfig(
+export async function loadConfig(
   flags: ServeFlags,
+  drivers: DriverRegistry,
   { checkFiles = true }: { checkFiles?: boolean } = {},
-): DaemonConfig {
+): Promise<DaemonConfig> {
   const file = flags.config;
   const parsed = file ? readConfigFile(file) : undefined;
   const locate = new Locator(file, parsed?.document, parsed?.lines ?? new LineCounter());
@@ -370,15 +369,13 @@ export function loadConfig(
   for (const [name, backend] of backends) {
     const path = ["backends", name];
     const fromFlags = backend.fromFlags;
-    let factory: RegisteredDriver;
-    try {
-      factory = findDriverFactory(backend.driver);
-    } catch {
+    if (!drivers.has(backend.driver)) {
       problems.push(
-        `${locate.at([...path, "driver"], { fromFlags })}: unknown driver "${backend.driver}" (berth has: ${driverNames().join(", ")})`,
+        `${locate.at([...path, "driver"], { fromFlags })}: unknown driver "${backend.driver}" (berth has: ${drivers.names().join(", ")})`,
       );
       continue;
     }
+    const factory = await drivers.factory(backend.driver);
     const options = factory.optionsSchema.strict().safeParse(backend.options);
     if (!options.success) {
       for (const issue of options.error.issues) {

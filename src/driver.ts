@@ -160,7 +160,6 @@ export interface Driver {
 /** Builds a driver from its options (config values, or `key=value` strings from the command line). */
 export interface DriverFactory<Options = unknown> {
   name: string;
-  description: string;
   /** The driver's options: unknown keys are refused, strings from `--backend-opt` are coerced. */
   optionsSchema: z.ZodObject;
   create(options: Options, context: DriverContext): Driver;

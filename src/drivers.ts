@@ -1,41 +1,59 @@
-import { dockerDriverFactory } from "../plugins/docker/index.js";
-import { hostDriverFactory } from "../plugins/host/index.js";
-import { kubernetesDriverFactory } from "../plugins/kubernetes/index.js";
 import type { Driver, DriverContext, DriverFactory } from "./driver.js";
-import { parseDriverOptions } from "./driver-options.js";
 import { invalidArgument } from "./errors.js";
 
-/** A driver factory with its options type erased, so factories of different drivers fit in one list. */
-export interface RegisteredDriver extends Omit<DriverFactory, "create"> {
-  /** Validates raw options; throws a BerthError(INVALID_ARGUMENT) naming the driver and the bad key. */
-  parseOptions(raw: Record<string, unknown>): unknown;
-  /** Builds the driver from options that parseOptions returned. */
+/**
+ * A driver known by name whose code is loaded only when a backend uses it,
+ * so a command that serves no backend (`--version`, `--help`, `run`) never
+ * loads dockerode or the Kubernetes client.
+ */
+export interface DriverEntry {
+  name: string;
+  load(): Promise<DriverFactory>;
+}
+
+/** A loaded driver factory with its options type erased, so factories of different drivers fit in one list. */
+export interface LoadedDriver {
+  name: string;
+  optionsSchema: DriverFactory["optionsSchema"];
+  /** Builds the driver from options that optionsSchema parsed. */
   create(options: unknown, context: DriverContext): Driver;
 }
 
-function register<Options>(factory: DriverFactory<Options>): RegisteredDriver {
+/** The drivers a berth can use: the composition root hands one to the config loader and the daemon. */
+export class DriverRegistry {
+  private readonly loaded = new Map<string, Promise<LoadedDriver>>();
+
+  constructor(private readonly entries: readonly DriverEntry[]) {}
+
+  names(): string[] {
+    return this.entries.map((entry) => entry.name);
+  }
+
+  has(name: string): boolean {
+    return this.entries.some((entry) => entry.name === name);
+  }
+
+  /** The driver's factory, loading its code the first time; INVALID_ARGUMENT for an unknown name. */
+  factory(name: string): Promise<LoadedDriver> {
+    const entry = this.entries.find((candidate) => candidate.name === name);
+    if (!entry) {
+      return Promise.reject(
+        invalidArgument(`unknown driver "${name}"; berth has: ${this.names().join(", ")}`),
+      );
+    }
+    let loading = this.loaded.get(name);
+    if (!loading) {
+      loading = entry.load().then(erase);
+      this.loaded.set(name, loading);
+    }
+    return loading;
+  }
+}
+
+function erase<Options>(factory: DriverFactory<Options>): LoadedDriver {
   return {
-    ...factory,
-    parseOptions: (raw) => parseDriverOptions(factory.name, factory.optionsSchema, raw),
+    name: factory.name,
+    optionsSchema: factory.optionsSchema,
     create: (options, context) => factory.create(options as Options, context),
   };
-}
-
-/** Every built-in driver, listed here and nowhere else. */
-const builtInDrivers: readonly RegisteredDriver[] = [
-  register(hostDriverFactory),
-  register(dockerDriverFactory),
-  register(kubernetesDriverFactory),
-];
-
-export function driverNames(): string[] {
-  return builtInDrivers.map((factory) => factory.name);
-}
-
-export function findDriverFactory(name: string): RegisteredDriver {
-  const factory = builtInDrivers.find((candidate) => candidate.name === name);
-  if (!factory) {
-    throw invalidArgument(`unknown driver "${name}"; berth has: ${driverNames().join(", ")}`);
-  }
-  return factory;
 }

@@ -1,4 +1,4 @@
-import { Status } from "nice-grpc";
+import { Status } from "nice-grpc-common";
 
 export { Status };
 

@@ -2,6 +2,9 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { invalidArgument } from "./errors.js";
 
+/** Where `berth serve` listens, and `berth run`/`caps` dial, unless told otherwise. */
+export const defaultListen = "unix://./berth.sock";
+
 export type ListenAddress =
   | { kind: "unix"; path: string }
   | { kind: "tcp"; host: string; port: number }

@@ -4,7 +4,6 @@ import { type KubernetesOptions, kubernetesOptionsSchema } from "./options.js";
 
 export const kubernetesDriverFactory = {
   name: "kubernetes",
-  description: "a pod per job on a Kubernetes cluster",
   optionsSchema: kubernetesOptionsSchema,
   create: (options, { logger, instance }) => new KubernetesDriver(options, logger, instance),
 } satisfies DriverFactory<KubernetesOptions>;

@@ -10,11 +10,10 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { parse } from "yaml";
-import { ConfigError, loadConfig } from "../src/config.js";
-import { cliPath } from "./support/daemon-process.js";
+import { cliPath } from "../support/daemon-process.js";
 
 const run = promisify(execFile);
-const repo = new URL("../../", import.meta.url);
+const repo = new URL("../../../", import.meta.url);
 
 async function validate(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -25,8 +24,6 @@ async function validate(...args: string[]): Promise<{ code: number; stdout: stri
     return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
   }
 }
-
-const noFlags = { backendOpt: {}, listen: [] };
 
 describe("berth validate", () => {
   let dir: string;
@@ -181,65 +178,6 @@ backends:
     assert.match(
       result.stderr,
       /driver docker: provision: cannot reach the Docker engine at unix:\/\/\/nonexistent\/docker\.sock/,
-    );
-  });
-});
-
-describe("flags and the file", () => {
-  test("flags win: --listen replaces the listeners, scalar flags override keys", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "berth-config-flags-"));
-    try {
-      const path = join(dir, "berth.yaml");
-      await writeFile(
-        path,
-        "listeners:\n  - address: unix:///run/x.sock\nbackends:\n  main:\n    driver: host\n    options:\n      isolation: none\nlogging:\n  level: warn\nshutdownGraceSeconds: 30\n",
-      );
-      const fromFile = loadConfig({ ...noFlags, config: path });
-      assert.deepEqual(
-        fromFile.listeners.map((l) => [l.address, l.backend]),
-        [["unix:///run/x.sock", "main"]],
-      );
-      assert.equal(fromFile.logging.level, "warn");
-      assert.equal(fromFile.shutdownGraceMs, 30_000);
-      const overridden = loadConfig({
-        ...noFlags,
-        config: path,
-        listen: ["unix:///run/y.sock"],
-        logLevel: "debug",
-        shutdownGrace: 5,
-        backendOpt: { killGraceMs: "500" },
-      });
-      assert.deepEqual(
-        overridden.listeners.map((l) => [l.address, l.backend]),
-        [["unix:///run/y.sock", "main"]],
-      );
-      assert.equal(overridden.logging.level, "debug");
-      assert.equal(overridden.shutdownGraceMs, 5000);
-      assert.deepEqual(overridden.backends[0].options, {
-        root: (fromFile.backends[0].options as { root: string }).root,
-        isolation: "none",
-        allowedLocalRoots: [],
-        killGraceMs: 500,
-      });
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-
-  test("without a file: the host driver on ./berth.sock, or what the flags say", () => {
-    const plain = loadConfig(noFlags);
-    assert.deepEqual(
-      plain.listeners.map((l) => [l.address, l.backend]),
-      [["unix://./berth.sock", "host"]],
-    );
-    assert.deepEqual(
-      plain.backends.map((b) => [b.name, b.driver]),
-      [["host", "host"]],
-    );
-    assert.throws(
-      () => loadConfig({ ...noFlags, backendOpt: { nope: "1" } }),
-      (err: ConfigError) =>
-        /command line: --backend-opt nope: unknown option of driver host/.test(err.message),
     );
   });
 });
