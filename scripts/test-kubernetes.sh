@@ -41,8 +41,4 @@ export BERTH_REQUIRE_DOCKER=${BERTH_REQUIRE_DOCKER:-1}
 
 echo "--- kubernetes: tests"
 npm run build --silent
-node --test --test-concurrency=1 --test-reporter=spec \
-  dist/test/kubernetes.conformance.test.js \
-  dist/test/deploy-kubernetes.test.js \
-  dist/test/three-backends.test.js \
-  "dist/plugins/kubernetes/*.test.js"
+node scripts/test.js kubernetes

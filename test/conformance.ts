@@ -10,6 +10,7 @@ import { Status } from "nice-grpc";
 import { type Generation, type PluginClient, openChannel, v1Client, v1alphaClient } from "../src/client.js";
 import { parseEnvFile } from "../src/env-file.js";
 import { type DaemonProcess, startDaemon } from "./support/daemon-process.js";
+import { processGone } from "./support/processes.js";
 import { bigFileTar, once, readTar, tarOf } from "./support/tar.js";
 
 export interface ConformanceTarget {
@@ -97,7 +98,7 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
 async function processWith(commandLine: string): Promise<boolean> {
   for (const pid of await readdir("/proc")) {
     if (!/^\d+$/.test(pid)) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(processGone);
     if (cmdline.split("\0").filter(Boolean).join(" ") === commandLine) return true;
   }
   return false;

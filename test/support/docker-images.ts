@@ -371,7 +371,10 @@ async function importBusybox(tag: string, labels: string[]): Promise<void> {
       }
       await dockerCli(["tag", candidate, tag]);
     } finally {
-      await dockerCli(["rmi", candidate]).catch(() => undefined);
+      // Said, not thrown: a failed removal must not hide why the image did not run.
+      await dockerCli(["rmi", candidate]).catch((error: Error) =>
+        process.stderr.write(`test images: could not remove ${candidate}: ${error.message}\n`),
+      );
     }
   });
 }
@@ -386,8 +389,10 @@ async function lockIsStale(): Promise<boolean> {
   let owner: number;
   try {
     owner = Number.parseInt(await readFile(join(lockPath, "pid"), "utf8"), 10);
-  } catch {
-    return false; // just released, or not ours to judge
+  } catch (error) {
+    // Just released (or not written yet): not stale.
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw error;
   }
   if (!Number.isInteger(owner) || owner <= 0) return true;
   try {

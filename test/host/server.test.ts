@@ -8,18 +8,18 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client, credentials, Metadata } from "@grpc/grpc-js";
-import { createClient } from "nice-grpc";
+import { Status, createClient } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
 import protobuf from "protobufjs";
-import { openChannel, v1alphaClient } from "../src/client.js";
-import { makeTestPki, type TestPki } from "./support/certificates.js";
+import { openChannel, v1alphaClient } from "../../src/client.js";
+import { makeTestPki, type TestPki } from "../support/certificates.js";
 import {
   type DaemonProcess,
   cliPath,
   startDaemon,
   startDaemonExpectingFailure,
-} from "./support/daemon-process.js";
-import { tarOf } from "./support/tar.js";
+} from "../support/daemon-process.js";
+import { tarOf } from "../support/tar.js";
 
 const SERVING = 1;
 const NOT_SERVING = 2;
@@ -270,11 +270,13 @@ describe("shutdown", () => {
     const channel = openChannel(daemon.address);
     const health = createClient(HealthDefinition, channel);
     const statuses: number[] = [];
+    // The watch ends with an error when the server goes away; which one is checked below.
+    let watchEnd: { code?: Status; details?: string } | undefined;
     const watching = (async () => {
       try {
         for await (const update of health.watch({ service: "" })) statuses.push(update.status);
-      } catch {
-        // The server goes away at the end.
+      } catch (err) {
+        watchEnd = err as { code?: Status; details?: string };
       }
     })();
     const client = v1alphaClient(channel);
@@ -294,6 +296,10 @@ describe("shutdown", () => {
     channel.close();
     assert.equal(code, 0);
     assert.deepEqual(statuses.slice(0, 2), [SERVING, NOT_SERVING]);
+    assert.ok(
+      watchEnd === undefined || watchEnd.code === Status.UNAVAILABLE || watchEnd.code === Status.CANCELLED,
+      `the health watch ended because the server went away, not with ${JSON.stringify(watchEnd)}`,
+    );
     await assert.rejects(lstat(daemon.address.replace(/^unix:\/\//, "")), { code: "ENOENT" });
   });
 });
@@ -326,7 +332,7 @@ describe("the CLI", () => {
 
   test("bin/berth.js runs berth on Node 22+ even when started by an older system node", async () => {
     const { spawnSync } = await import("node:child_process");
-    const launcher = fileURLToPath(new URL("../../bin/berth.js", import.meta.url));
+    const launcher = fileURLToPath(new URL("../../../bin/berth.js", import.meta.url));
     // The machine's own node (Debian's is 20); falls back to ours where there is none.
     const systemNode = spawnSync("sh", ["-c", "command -v /usr/bin/node || command -v node"], {
       encoding: "utf8",

@@ -14,12 +14,12 @@ import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { parse } from "yaml";
-import { openChannel, v1alphaClient } from "../src/client.js";
-import { cliPath } from "./support/daemon-process.js";
+import { openChannel, v1alphaClient } from "../../src/client.js";
+import { cliPath } from "../support/daemon-process.js";
 
 const run = promisify(execFile);
-const deployDir = fileURLToPath(new URL("../../deploy/systemd/", import.meta.url));
-const berthJs = fileURLToPath(new URL("../../bin/berth.js", import.meta.url));
+const deployDir = fileURLToPath(new URL("../../../deploy/systemd/", import.meta.url));
+const berthJs = fileURLToPath(new URL("../../../bin/berth.js", import.meta.url));
 const activate = "/usr/bin/systemd-socket-activate";
 
 /** `Key=value` lines of a unit file, by key (a key may repeat). */

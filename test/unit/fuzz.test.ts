@@ -10,10 +10,10 @@ import { Readable } from "node:stream";
 import { test } from "node:test";
 import fc from "fast-check";
 import { extract } from "tar-stream";
-import { parseEnvFile } from "../src/env-file.js";
-import { BerthError, Status, messageOf } from "../src/errors.js";
-import { checkedTar } from "../src/tar-safety.js";
-import { type TarEntrySpec, tarOf } from "./support/tar.js";
+import { parseEnvFile } from "../../src/env-file.js";
+import { BerthError, Status, messageOf } from "../../src/errors.js";
+import { checkedTar } from "../../src/tar-safety.js";
+import { type TarEntrySpec, tarOf } from "../support/tar.js";
 
 const numRuns = Number(process.env.BERTH_FUZZ_RUNS ?? 10_000);
 

@@ -13,8 +13,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import protobuf from "protobufjs";
-import * as v1 from "../src/gen/plugin/v1/plugin.js";
-import * as v1alpha from "../src/gen/plugin/v1alpha/plugin.js";
+import * as v1 from "../../src/gen/plugin/v1/plugin.js";
+import * as v1alpha from "../../src/gen/plugin/v1alpha/plugin.js";
 
 // ---------------------------------------------------------------------------
 // Wire types (https://protobuf.dev/programming-guides/encoding/)

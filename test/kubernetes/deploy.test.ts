@@ -14,9 +14,9 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parse, parseAllDocuments, stringify } from "yaml";
-import { kubernetesTestOptions } from "./support/kubernetes.js";
+import { kubernetesTestOptions } from "../support/kubernetes.js";
 
-const deployDir = fileURLToPath(new URL("../../deploy/kubernetes/", import.meta.url));
+const deployDir = fileURLToPath(new URL("../../../deploy/kubernetes/", import.meta.url));
 
 /**
  * Fields the manifests use that a Kubernetes 1.20 API server does not accept,

@@ -7,7 +7,7 @@ import {
   dockerTestOptionsFor,
   ensureTestImages,
   testImages,
-} from "./support/docker-images.js";
+} from "../support/docker-images.js";
 
 const docker = await dockerTestOptions();
 

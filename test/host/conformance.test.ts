@@ -1,4 +1,4 @@
-import { conformanceSuite } from "./conformance.js";
+import { conformanceSuite } from "../conformance.js";
 
 conformanceSuite({
   driver: "host",

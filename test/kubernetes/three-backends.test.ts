@@ -9,10 +9,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { openChannel, v1alphaClient } from "../src/client.js";
-import { startDaemon } from "./support/daemon-process.js";
-import { dockerTestOptions, ensureTestImages, testImages } from "./support/docker-images.js";
-import { kubeTestImage, kubernetesTestOptions } from "./support/kubernetes.js";
+import { openChannel, v1alphaClient } from "../../src/client.js";
+import { startDaemon } from "../support/daemon-process.js";
+import { dockerTestOptions, ensureTestImages, testImages } from "../support/docker-images.js";
+import { kubeTestImage, kubernetesTestOptions } from "../support/kubernetes.js";
 
 const kube = kubernetesTestOptions();
 const docker = kube.skip ? { skip: kube.skip } : await dockerTestOptions();

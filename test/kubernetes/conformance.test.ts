@@ -1,5 +1,5 @@
-import { conformanceSuite } from "./conformance.js";
-import { kubeTestImage, kubernetesTestOptions } from "./support/kubernetes.js";
+import { conformanceSuite } from "../conformance.js";
+import { kubeTestImage, kubernetesTestOptions } from "../support/kubernetes.js";
 
 const kube = kubernetesTestOptions();
 

@@ -14,10 +14,10 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { Status } from "nice-grpc";
-import { openChannel, v1alphaClient } from "../src/client.js";
-import { cliPath, startDaemon } from "./support/daemon-process.js";
-import { dockerTestOptions, ensureTestImages, testImages } from "./support/docker-images.js";
-import { execOutput, expectCode } from "./support/rpc.js";
+import { openChannel, v1alphaClient } from "../../src/client.js";
+import { cliPath, startDaemon } from "../support/daemon-process.js";
+import { dockerTestOptions, ensureTestImages, testImages } from "../support/docker-images.js";
+import { execOutput, expectCode } from "../support/rpc.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();

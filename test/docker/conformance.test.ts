@@ -1,5 +1,5 @@
-import { conformanceSuite } from "./conformance.js";
-import { dockerTestOptions, ensureTestImages, testImages } from "./support/docker-images.js";
+import { conformanceSuite } from "../conformance.js";
+import { dockerTestOptions, ensureTestImages, testImages } from "../support/docker-images.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();
