@@ -14,13 +14,13 @@
 import { spawnSync } from "node:child_process";
 
 const stages = {
-  unit: ["dist/src/**/*.test.js", "dist/test/unit/*.test.js"],
-  host: ["dist/test/host/*.test.js", "dist/plugins/host/*.test.js"],
-  docker: ["dist/test/docker/*.test.js", "dist/plugins/docker/*.test.js"],
+  unit: ["dist/src/**/*.test.js", "dist/plugins/**/*.unit.test.js", "dist/test/unit/*.test.js"],
+  host: ["dist/test/host/*.test.js", "dist/plugins/host/host.test.js"],
+  docker: ["dist/test/docker/*.test.js", "dist/plugins/docker/docker.test.js"],
   runner: ["dist/test/runner/host.test.js", "dist/test/runner/docker.test.js"],
   kubernetes: [
     "dist/test/kubernetes/*.test.js",
-    "dist/plugins/kubernetes/*.test.js",
+    "dist/plugins/kubernetes/kubernetes.test.js",
     "dist/test/runner/kubernetes.test.js",
   ],
 };

@@ -165,7 +165,7 @@ export function v1Client(channel: Channel): PluginClient & { raw: V1Client } {
     async create(options) {
       const response = await raw.create({
         image: options.image ?? "",
-        env: options.env ?? [],
+        env: (options.env ?? []).map((entry) => Buffer.from(entry)),
         backendOptions: options.backendOptions ?? {},
         services: (options.services ?? []).map((s) => ({ env: {}, ports: [], ...s })),
       });

@@ -8,6 +8,7 @@ import { createDaemon, provisionBackend } from "./daemon.js";
 import type { DriverRegistry } from "./drivers.js";
 import type { Backend } from "./environments.js";
 import { BerthError, Status, messageOf } from "./errors.js";
+import { keyValueMap } from "./key-value.js";
 import { createLogger } from "./logger.js";
 import { reconcile } from "./reconciler.js";
 import { StateStore } from "./state-store.js";
@@ -28,13 +29,9 @@ export interface ClientFlags {
 
 /** `KEY=VALUE` pairs from repeated flags. */
 function keyValues(pairs: string[], flag: string): Record<string, string> {
-  const result: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) throw new BerthError(Status.INVALID_ARGUMENT, `${flag} ${pair}: expected KEY=VALUE`);
-    result[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return result;
+  return keyValueMap(pairs, (pair) => {
+    throw new BerthError(Status.INVALID_ARGUMENT, `${flag} ${pair}: expected KEY=VALUE`);
+  });
 }
 
 function serveFlags(flags: RawServeFlags): ServeFlags {

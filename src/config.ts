@@ -63,6 +63,8 @@ const listenerSchema = z
 const limitsSchema = z
   .object({
     maxEnvironments: z.number().int().positive().optional(),
+    /** How long a Create at maxEnvironments waits for an environment to be removed; 0: refuse at once. */
+    createWaitSeconds: z.number().nonnegative().default(300),
     maxCopyInBytes: z.number().int().positive().optional(),
     rpcTimeoutSeconds: z
       .object(Object.fromEntries(limitedRpcs.map((rpc) => [rpc, z.number().positive().optional()])))
@@ -75,7 +77,9 @@ const backendSchema = z
   .object({
     driver: z.string().min(1),
     options: z.record(z.string(), z.unknown()).default({}),
-    limits: limitsSchema.default({ rpcTimeoutSeconds: {} }),
+    limits: limitsSchema.default({ rpcTimeoutSeconds: {}, createWaitSeconds: 300 }),
+    /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
+    strictBackendOptions: z.boolean().default(false),
   })
   .strict();
 
@@ -174,8 +178,12 @@ export interface BackendConfig {
   driver: string;
   /** The driver's options, as its schema parsed them. */
   options: unknown;
+  /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
+  strictBackendOptions: boolean;
   limits: {
     maxEnvironments?: number;
+    /** How long a Create at maxEnvironments waits for a slot; 0: refused at once. */
+    createWaitMs: number;
     /** Most bytes of file content in one CopyIn; unset: the tar checker's default (64 GiB). */
     maxCopyInBytes?: number;
     rpcTimeoutMs: Partial<Record<LimitedRpc, number>>;
@@ -321,7 +329,8 @@ export async function loadConfig(
     backends.set(flagBackend, {
       driver: flagBackend,
       options: {},
-      limits: { rpcTimeoutSeconds: {} },
+      limits: { rpcTimeoutSeconds: {}, createWaitSeconds: 300 },
+      strictBackendOptions: false,
       fromFlags: true,
       flagOptions: new Set(),
     });
@@ -400,8 +409,10 @@ export async function loadConfig(
       name,
       driver: factory.name,
       options: options.data,
+      strictBackendOptions: backend.strictBackendOptions,
       limits: {
         maxEnvironments: backend.limits.maxEnvironments,
+        createWaitMs: Math.round(backend.limits.createWaitSeconds * 1000),
         maxCopyInBytes: backend.limits.maxCopyInBytes,
         rpcTimeoutMs: Object.fromEntries(
           Object.entries(backend.limits.rpcTimeoutSeconds)

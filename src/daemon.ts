@@ -65,7 +65,12 @@ export async function provisionBackend(
     logger: logger.child({ driver: factory.name, backend: config.name }),
     instance,
   });
-  const backend = { name: config.name, driver, limits: config.limits };
+  const backend = {
+    name: config.name,
+    driver,
+    limits: config.limits,
+    strictBackendOptions: config.strictBackendOptions,
+  };
   made(backend);
   try {
     await driver.provision();

@@ -30,6 +30,11 @@ export interface DriverCapabilities {
   globalLayout?: Layout;
   /** Why there is no global layout, said to a v1 runner that asks. */
   globalLayoutUnavailableReason?: string;
+  /**
+   * The backend_options keys the driver understands; the core ignores (with
+   * a warning) or refuses the others before the driver sees a Create.
+   */
+  backendOptions: readonly string[];
 }
 
 export interface ServiceSpec {
@@ -75,7 +80,11 @@ export interface ExecSpec {
   env: Record<string, string>;
   /** Empty: the environment's default user. */
   user: string;
-  /** Empty: the environment's default working directory. */
+  /**
+   * Absolute (the core resolves relative and empty ones). The driver creates
+   * it when it is missing, writable by the user the command runs as, as
+   * Docker creates a container's WorkingDir.
+   */
   workdir: string;
 }
 

@@ -12,6 +12,7 @@ import type {
   ExecSpec,
   Layout,
 } from "./driver.js";
+import { EnvironmentSlots } from "./environment-slots.js";
 import { parseEnvFile, maxEnvFileBytes } from "./env-file.js";
 import { BerthError, Status, invalidArgument, messageOf, notFound } from "./errors.js";
 import { EventChannel } from "./event-channel.js";
@@ -25,6 +26,8 @@ export interface Backend {
   name: string;
   driver: Driver;
   limits: BackendConfig["limits"];
+  /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
+  strictBackendOptions: boolean;
 }
 
 /** One piece of Exec output, or how the command ended. */
@@ -49,29 +52,40 @@ export interface CopyInPart {
  */
 export const maxMessageBytes = 256 * 1024;
 
+/** A call running on an environment: Remove aborts it and waits until it is over. */
+interface Operation {
+  controller: AbortController;
+  over: Promise<void>;
+}
+
 interface Environment {
   ref: EnvironmentRef;
   backend: Backend;
-  /** Tail of the per-environment queue: every operation waits for the one before. */
-  tail: Promise<void>;
-  /** Operations in flight, aborted when Remove arrives. */
-  inFlight: Set<AbortController>;
+  /** Its layout, for resolving relative workdirs; unknown for records of older berths. */
+  layout?: Layout;
+  /** Where a command runs when its Exec names no workdir (Create's working_dir, else root_path). */
+  workdir: string;
   createdAt: Date;
   /** When its environment_timeout ends, if the runner set one. */
   deadlineAt?: Date;
   deadline?: NodeJS.Timeout;
+  /** Calls in flight. They overlap freely; only Remove waits for (and aborts) them. */
+  inFlight: Set<Operation>;
+  /** Set once a Remove began: new calls get NOT_FOUND, a second Remove waits for the same. */
+  removing?: Promise<void>;
+  /** backend_options the driver does not know, ignored (said once more at Start). */
+  ignoredOptions: string[];
 }
 
 /**
  * The protocol-agnostic core: both protocol adapters call this, and it routes
- * each environment id to the backend that created it, serialises work per
- * environment, and holds what is common to every driver (request checks,
- * env-file parsing, tar safety).
+ * each environment id to the backend that created it, tracks the calls on
+ * each environment, and holds what is common to every driver (request
+ * checks, workdir resolution, env-file parsing, tar safety).
  */
 export class EnvironmentService {
   private readonly environments = new Map<string, Environment>();
-  /** Environments per backend, counting those still being created. */
-  private readonly counts = new Map<Backend, number>();
+  private readonly slots: EnvironmentSlots;
   /** Ids whose Create is under way: they have resources but no record yet. */
   private readonly creating = new Set<string>();
   private removedListeners: ((backend: Backend) => void)[] = [];
@@ -84,7 +98,9 @@ export class EnvironmentService {
     private readonly logger: Logger,
     private readonly metrics: Metrics,
     private readonly persist: (records: EnvironmentRecord[]) => Promise<void> = async () => {},
-  ) {}
+  ) {
+    this.slots = new EnvironmentSlots(metrics);
+  }
 
   capabilities(backend: Backend): DriverCapabilities {
     return backend.driver.capabilities();
@@ -97,37 +113,42 @@ export class EnvironmentService {
   ): Promise<{ id: string; layout: Layout }> {
     const id = `berth-${randomBytes(8).toString("hex")}`;
     const log = this.logger.child({ environmentId: id, backend: backend.name });
-    const { maxEnvironments } = backend.limits;
-    const count = this.counts.get(backend) ?? 0;
-    if (maxEnvironments !== undefined && count >= maxEnvironments) {
+    if (spec.timeoutMs !== undefined && spec.timeoutMs < 0) {
       throw new BerthError(
-        Status.RESOURCE_EXHAUSTED,
-        `backend ${backend.name} already has ${count} environments, its limit (limits.maxEnvironments = ${maxEnvironments}); retry when a job has finished`,
+        Status.DEADLINE_EXCEEDED,
+        `the environment's timeout is ${spec.timeoutMs / 1000} s: the job's deadline passed before its environment could be created`,
       );
     }
-    this.counts.set(backend, count + 1);
+    const { known, ignored } = this.splitBackendOptions(backend, spec.backendOptions, log);
+    await this.slots.take(backend, signal, log);
     this.creating.add(id);
     let created;
     try {
       created = await withDeadline(backend, "create", signal, (opSignal) =>
-        backend.driver.create(id, spec, opSignal),
+        backend.driver.create(id, { ...spec, backendOptions: known }, opSignal),
       );
     } catch (err) {
       this.release(backend);
       // A half-created environment must not leak: let the driver clean up what it made.
       await backend.driver.remove({ id, state: undefined }).catch((cleanupErr: unknown) => {
-        log.warn({ err: cleanupErr }, "cleanup after a failed create failed");
+        log.warn({ err: messageOf(cleanupErr) }, "cleanup after a failed create failed");
       });
       throw err;
     } finally {
       this.creating.delete(id);
     }
     const createdAt = new Date();
-    const deadlineAt =
-      spec.timeoutMs !== undefined && spec.timeoutMs > 0
-        ? new Date(createdAt.getTime() + spec.timeoutMs)
-        : undefined;
-    this.register(backend, { id, state: created.state }, createdAt, deadlineAt);
+    this.register(backend, {
+      ref: { id, state: created.state },
+      layout: created.layout,
+      workdir: spec.workingDir || created.layout.rootPath,
+      createdAt,
+      deadlineAt:
+        spec.timeoutMs !== undefined && spec.timeoutMs > 0
+          ? new Date(createdAt.getTime() + spec.timeoutMs)
+          : undefined,
+      ignoredOptions: ignored,
+    });
     try {
       await this.persist(this.records());
     } catch (err) {
@@ -138,8 +159,37 @@ export class EnvironmentService {
         `cannot record the new environment in berth's state directory, so it was removed again: ${messageOf(err)}`,
       );
     }
-    log.info({ image: spec.image }, "environment created");
+    log.info({ image: spec.image || spec.labelArg }, "environment created");
     return { id, layout: created.layout };
+  }
+
+  /**
+   * The backend_options the driver knows, and the names of those it does not:
+   * refused if the backend is strict, else ignored with a warning (runners
+   * add keys of their own, and a refusal would fail every job).
+   */
+  private splitBackendOptions(
+    backend: Backend,
+    options: Record<string, string>,
+    log: Logger,
+  ): { known: Record<string, string>; ignored: string[] } {
+    const knownNames = new Set(backend.driver.capabilities().backendOptions);
+    const known: Record<string, string> = {};
+    const ignored: string[] = [];
+    for (const [key, value] of Object.entries(options)) {
+      if (knownNames.has(key)) known[key] = value;
+      else ignored.push(key);
+    }
+    if (ignored.length === 0) return { known, ignored };
+    const names = ignored.map((key) => `"${key}"`).join(", ");
+    const knownList = [...knownNames].join(", ") || "none";
+    if (backend.strictBackendOptions) {
+      throw invalidArgument(
+        `unknown backend_options ${names} for backend ${backend.name} (strictBackendOptions is on); known: ${knownList}`,
+      );
+    }
+    log.warn({ ignored, known: [...knownNames] }, "backend_options the driver does not know are ignored");
+    return { known, ignored };
   }
 
   /**
@@ -147,13 +197,16 @@ export class EnvironmentService {
    * the driver said): calls on its id work again, and its deadline counts on.
    */
   adopt(backend: Backend, record: EnvironmentRecord): void {
-    this.counts.set(backend, (this.counts.get(backend) ?? 0) + 1);
-    this.register(
-      backend,
-      { id: record.id, state: record.state },
-      new Date(record.createdAt),
-      record.deadline === undefined ? undefined : new Date(record.deadline),
-    );
+    this.slots.add(backend);
+    const layout = record.layout ?? backend.driver.capabilities().globalLayout;
+    this.register(backend, {
+      ref: { id: record.id, state: record.state },
+      layout,
+      workdir: record.workdir ?? layout?.rootPath ?? "",
+      createdAt: new Date(record.createdAt),
+      deadlineAt: record.deadline === undefined ? undefined : new Date(record.deadline),
+      ignoredOptions: [],
+    });
   }
 
   /** What the state store keeps of every environment. */
@@ -164,6 +217,8 @@ export class EnvironmentService {
       state: env.ref.state,
       createdAt: env.createdAt.toISOString(),
       ...(env.deadlineAt ? { deadline: env.deadlineAt.toISOString() } : {}),
+      ...(env.layout ? { layout: env.layout } : {}),
+      ...(env.workdir ? { workdir: env.workdir } : {}),
     }));
   }
 
@@ -176,39 +231,41 @@ export class EnvironmentService {
     }));
   }
 
-  private register(backend: Backend, ref: EnvironmentRef, createdAt: Date, deadlineAt?: Date): void {
-    const env: Environment = {
-      ref,
-      backend,
-      tail: Promise.resolve(),
-      inFlight: new Set(),
-      createdAt,
-      deadlineAt,
-    };
-    this.environments.set(ref.id, env);
+  private register(
+    backend: Backend,
+    fields: Omit<Environment, "backend" | "inFlight" | "deadline" | "removing">,
+  ): void {
+    const env: Environment = { ...fields, backend, inFlight: new Set() };
+    const { id } = env.ref;
+    this.environments.set(id, env);
     this.metrics.environmentsActive.inc({ backend: backend.name });
-    if (deadlineAt) {
-      const log = this.logger.child({ environmentId: ref.id, backend: backend.name });
-      env.deadline = setTimeout(
-        () => {
-          log.warn(
-            { deadline: deadlineAt.toISOString() },
-            "environment reached its environment_timeout; removing it",
-          );
-          this.remove(ref.id).catch((err: unknown) =>
-            log.error({ err }, "removing a timed-out environment failed"),
-          );
-        },
-        Math.max(0, deadlineAt.getTime() - Date.now()),
-      );
-      env.deadline.unref();
-    }
+    const deadlineAt = env.deadlineAt;
+    if (!deadlineAt) return;
+    const log = this.logger.child({ environmentId: id, backend: backend.name });
+    env.deadline = setTimeout(
+      () => {
+        log.warn(
+          { deadline: deadlineAt.toISOString() },
+          "environment reached its environment_timeout; removing it",
+        );
+        this.remove(id).catch((err: unknown) =>
+          log.error({ err: messageOf(err) }, "removing a timed-out environment failed"),
+        );
+      },
+      Math.max(0, deadlineAt.getTime() - Date.now()),
+    );
+    env.deadline.unref();
   }
 
   /** Boots the environment, yielding progress lines as they come and then the image's env. */
   start(id: string, signal: AbortSignal): AsyncGenerator<StartEvent> {
     return this.streaming<StartEvent>(id, "start", signal, async (env, opSignal, events) => {
       const progress = (line: string) => events.push({ type: "progress", line });
+      if (env.ignoredOptions.length > 0) {
+        progress(
+          `berth: ignoring backend_options the ${env.backend.name} backend does not know: ${env.ignoredOptions.join(", ")}`,
+        );
+      }
       const { imageEnv } = await env.backend.driver.start(env.ref, progress, opSignal);
       events.push({ type: "started", imageEnv });
     });
@@ -231,11 +288,12 @@ export class EnvironmentService {
         channelWritable(events, (data): ExecEvent => ({ type: "output", stream, data }));
       const sinks = { stdout: sink("stdout"), stderr: sink("stderr") };
       const backend = env.backend.name;
+      const resolved = { ...spec, workdir: resolveWorkdir(spec, env) };
       const timer = this.metrics.execDuration.startTimer({ backend });
       let outcome: ExecOutcome = "error";
       let result: ExecResult;
       try {
-        result = await env.backend.driver.exec(env.ref, spec, sinks, opSignal);
+        result = await env.backend.driver.exec(env.ref, resolved, sinks, opSignal);
         outcome = result.kind;
       } finally {
         if (opSignal.aborted) {
@@ -285,7 +343,7 @@ export class EnvironmentService {
         yield next.value.data;
       }
     }
-    await this.exclusive(environmentId, "copyIn", signal, async (env, opSignal) => {
+    await this.tracked(environmentId, "copyIn", signal, async (env, opSignal) => {
       const checked = checkedTar(Readable.from(tarBytes(), { objectMode: false }), {
         maxBytes: env.backend.limits.maxCopyInBytes,
       });
@@ -327,7 +385,7 @@ export class EnvironmentService {
   async copyLocal(id: string, srcPath: string, destPath: string, signal: AbortSignal): Promise<void> {
     const src = absolutePath(srcPath, "src_path");
     const dest = absolutePath(destPath, "dest_path");
-    await this.exclusive(id, "copyLocal", signal, (env, opSignal) => {
+    await this.tracked(id, "copyLocal", signal, (env, opSignal) => {
       const { driver } = env.backend;
       if (!driver.copyLocal || !driver.capabilities().supportsLocalCopy) {
         throw new BerthError(
@@ -347,7 +405,7 @@ export class EnvironmentService {
     signal: AbortSignal,
   ): Promise<Record<string, string>> {
     const src = absolutePath(srcPath, "src_path");
-    const content = await this.exclusive(id, "updateEnv", signal, (env, opSignal) =>
+    const content = await this.tracked(id, "updateEnv", signal, (env, opSignal) =>
       env.backend.driver.readFile(env.ref, src, maxEnvFileBytes + 1, opSignal),
     );
     if (content === undefined) return currentEnv;
@@ -361,28 +419,41 @@ export class EnvironmentService {
   }
 
   async health(id: string, signal: AbortSignal): Promise<{ waitMs: number }> {
-    return this.exclusive(id, "isHealthy", signal, (env) => env.backend.driver.health(env.ref));
+    return this.tracked(id, "isHealthy", signal, (env) => env.backend.driver.health(env.ref));
   }
 
-  /** Removes an environment; unknown ids succeed, so Remove is idempotent. */
-  async remove(id: string): Promise<void> {
+  /**
+   * Removes an environment; unknown ids succeed, so Remove is idempotent.
+   * What still runs on it is aborted and waited for first (the runner may
+   * Remove right after cancelling a stream whose command is still dying).
+   */
+  remove(id: string): Promise<void> {
     const env = this.environments.get(id);
-    if (!env) return;
-    // The runner may Remove right after cancelling a stream: stop what still runs, then wait for it.
-    for (const controller of env.inFlight)
-      controller.abort(new BerthError(Status.ABORTED, "the environment is being removed"));
-    await this.exclusive(id, "remove", new AbortController().signal, async () => {
-      if (this.environments.get(id) !== env) return;
-      clearTimeout(env.deadline);
-      await env.backend.driver.remove(env.ref);
-      this.environments.delete(id);
-      this.release(env.backend);
-      this.metrics.environmentsActive.dec({ backend: env.backend.name });
-      await this.persist(this.records()).catch((err: unknown) =>
-        this.logger.error({ err: messageOf(err) }, "cannot update berth's state file after a Remove"),
-      );
-      this.logger.info({ environmentId: id, backend: env.backend.name }, "environment removed");
+    if (!env) return Promise.resolve();
+    env.removing ??= this.removeNow(env).catch((err: unknown) => {
+      // Still there: calls work again, and a later Remove tries once more.
+      env.removing = undefined;
+      throw err;
     });
+    return env.removing;
+  }
+
+  private async removeNow(env: Environment): Promise<void> {
+    const { id } = env.ref;
+    for (const operation of env.inFlight)
+      operation.controller.abort(new BerthError(Status.ABORTED, "the environment is being removed"));
+    await Promise.all([...env.inFlight].map((operation) => operation.over));
+    await withDeadline(env.backend, "remove", new AbortController().signal, () =>
+      env.backend.driver.remove(env.ref),
+    );
+    clearTimeout(env.deadline);
+    this.environments.delete(id);
+    this.release(env.backend);
+    this.metrics.environmentsActive.dec({ backend: env.backend.name });
+    await this.persist(this.records()).catch((err: unknown) =>
+      this.logger.error({ err: messageOf(err) }, "cannot update berth's state file after a Remove"),
+    );
+    this.logger.info({ environmentId: id, backend: env.backend.name }, "environment removed");
   }
 
   private countCopy(backend: Backend, direction: "in" | "out", bytes: number): void {
@@ -390,13 +461,13 @@ export class EnvironmentService {
   }
 
   private release(backend: Backend): void {
-    this.counts.set(backend, (this.counts.get(backend) ?? 1) - 1);
+    this.slots.release(backend);
     for (const listener of this.removedListeners) listener(backend);
   }
 
   /** Environments of a backend now, counting those being created. */
   countOf(backend: Backend): number {
-    return this.counts.get(backend) ?? 0;
+    return this.slots.count(backend);
   }
 
   /** Called after an environment of a backend is gone (removed, or its Create failed). */
@@ -414,11 +485,6 @@ export class EnvironmentService {
     return this.environments.get(id)?.backend.name;
   }
 
-  /** Ids of the environments that exist now, by backend name. */
-  list(): { id: string; backend: string }[] {
-    return [...this.environments.values()].map((env) => ({ id: env.ref.id, backend: env.backend.name }));
-  }
-
   private lookup(id: string): Environment {
     if (!id) throw invalidArgument("environment_id is empty; pass the id Create returned");
     const env = this.environments.get(id);
@@ -427,13 +493,14 @@ export class EnvironmentService {
         `environment ${id} not found: it was removed, never created here, or berth restarted since`,
       );
     }
+    if (env.removing) throw notFound(`environment ${id} is being removed`);
     return env;
   }
 
   /**
-   * Runs a streaming operation under the environment's queue and yields what
-   * it pushes. If the consumer stops early (the call was cancelled), the
-   * operation is aborted and awaited, so nothing outlives the call.
+   * Runs a streaming operation and yields what it pushes. If the consumer
+   * stops early (the call was cancelled), the operation is aborted and
+   * awaited, so nothing outlives the call.
    */
   private async *streaming<E>(
     id: string,
@@ -443,7 +510,7 @@ export class EnvironmentService {
   ): AsyncGenerator<E> {
     const events = new EventChannel<E>();
     const consumerGone = new AbortController();
-    const running = this.exclusive(id, rpc, AbortSignal.any([signal, consumerGone.signal]), (env, opSignal) =>
+    const running = this.tracked(id, rpc, AbortSignal.any([signal, consumerGone.signal]), (env, opSignal) =>
       run(env, opSignal, events),
     ).then(
       () => events.end(),
@@ -459,36 +526,33 @@ export class EnvironmentService {
   }
 
   /**
-   * Runs fn after every earlier operation on the environment, with a signal
-   * that Remove and the backend's deadline for this RPC can abort.
+   * Runs fn on the environment as one call in flight, with a signal that
+   * Remove and the backend's deadline for this RPC can abort. Calls do not
+   * wait for each other: Docker, Kubernetes and processes let them overlap.
    */
-  private async exclusive<T>(
+  private async tracked<T>(
     id: string,
     rpc: LimitedRpc,
     signal: AbortSignal,
     fn: (env: Environment, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
     const env = this.lookup(id);
-    const controller = new AbortController();
-    const previous = env.tail;
-    let release!: () => void;
-    env.tail = new Promise((resolve) => (release = resolve));
-    env.inFlight.add(controller);
+    let done!: () => void;
+    const operation: Operation = { controller: new AbortController(), over: new Promise((r) => (done = r)) };
+    env.inFlight.add(operation);
     try {
       return await withDeadline(
         env.backend,
         rpc,
-        AbortSignal.any([signal, controller.signal]),
-        async (opSignal) => {
-          await previous;
+        AbortSignal.any([signal, operation.controller.signal]),
+        (opSignal) => {
           opSignal.throwIfAborted();
-          if (this.environments.get(id) !== env) throw notFound(`environment ${id} was removed`);
-          return await fn(env, opSignal);
+          return fn(env, opSignal);
         },
       );
     } finally {
-      env.inFlight.delete(controller);
-      release();
+      env.inFlight.delete(operation);
+      done();
     }
   }
 }
@@ -519,6 +583,21 @@ async function withDeadline<T>(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The absolute directory a command runs in. An empty workdir is the
+ * environment's working directory; a relative one (the runner sends a step's
+ * `working-directory: sub` unresolved) is taken from the job's
+ * GITHUB_WORKSPACE when the Exec's env has one, else from that directory, as
+ * act's Docker backend resolves it against the job's working directory.
+ */
+function resolveWorkdir(spec: ExecSpec, env: Environment): string {
+  if (spec.workdir.includes("\0")) throw invalidArgument("workdir contains a NUL byte");
+  if (spec.workdir.startsWith("/")) return posix.normalize(spec.workdir);
+  const workspace = spec.env.GITHUB_WORKSPACE;
+  const base = workspace?.startsWith("/") ? workspace : env.workdir || env.layout?.rootPath || "/";
+  return spec.workdir ? posix.resolve(base, spec.workdir) : env.workdir || base;
 }
 
 /** Checks an RPC path argument: absolute, normalised. */

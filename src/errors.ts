@@ -8,19 +8,26 @@ export { Status };
  * errors into it; the server's error boundary turns it into the gRPC status.
  */
 export class BerthError extends Error {
+  /** Set on NOT_FOUND for a path inside an environment (not an unknown environment id). */
+  readonly missingPath?: boolean;
+
   constructor(
     readonly code: Status,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; missingPath?: boolean },
   ) {
     super(message, options);
     this.name = "BerthError";
+    if (options?.missingPath) this.missingPath = true;
   }
 }
 
 export const invalidArgument = (message: string): BerthError =>
   new BerthError(Status.INVALID_ARGUMENT, message);
 export const notFound = (message: string): BerthError => new BerthError(Status.NOT_FOUND, message);
+/** A path the call names does not exist in the environment (drivers' CopyOut of a missing path). */
+export const missingPath = (message: string): BerthError =>
+  new BerthError(Status.NOT_FOUND, message, { missingPath: true });
 export const failedPrecondition = (message: string): BerthError =>
   new BerthError(Status.FAILED_PRECONDITION, message);
 export const permissionDenied = (message: string): BerthError =>

@@ -19,11 +19,6 @@ export class EventChannel<T> implements AsyncIterable<T> {
     this.signal();
   }
 
-  /** Resolves once the consumer has taken the value (or stopped listening). */
-  pushAndWait(value: T): Promise<void> {
-    return new Promise((resolve) => this.push(value, resolve));
-  }
-
   /** No more items: the consumer ends after taking what is queued. */
   end(): void {
     this.ended = true;
@@ -52,8 +47,12 @@ export class EventChannel<T> implements AsyncIterable<T> {
     for (;;) {
       const item = this.items.shift();
       if (item) {
-        yield item.value;
-        item.taken?.();
+        // Also when the consumer stops at this very item: its producer must not wait for good.
+        try {
+          yield item.value;
+        } finally {
+          item.taken?.();
+        }
         continue;
       }
       if (this.error) throw this.error.err;

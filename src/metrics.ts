@@ -34,6 +34,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly createsWaiting = new Gauge({
+    name: "berth_creates_waiting",
+    help: "Creates waiting for a backend at limits.maxEnvironments to remove an environment, by backend",
+    labelNames: ["backend"] as const,
+    registers: [this.registry],
+  });
+
+  readonly createWaitSeconds = new Histogram({
+    name: "berth_create_wait_seconds",
+    help: "How long Creates waited for a free environment slot (only those that had to wait), by backend",
+    labelNames: ["backend"] as const,
+    buckets: [0.1, 1, 5, 15, 60, 300, 900],
+    registers: [this.registry],
+  });
+
   readonly copyBytes = new Counter({
     name: "berth_copy_bytes_total",
     help: "Bytes of tar streams copied into (CopyIn) and out of (CopyOut) environments, by backend",

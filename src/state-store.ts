@@ -10,6 +10,7 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
+import type { Layout } from "./driver.js";
 import { failedPrecondition, messageOf } from "./errors.js";
 
 /** One environment as the store keeps it. */
@@ -23,7 +24,26 @@ export interface EnvironmentRecord {
   createdAt: string;
   /** ISO time its environment_timeout ends, if the runner set one. */
   deadline?: string;
+  /** Its layout (records of berths before 0.2 have none). */
+  layout?: Layout;
+  /** Where commands run when an Exec names no workdir. */
+  workdir?: string;
 }
+
+const layoutSchema = z
+  .object({
+    rootPath: z.string(),
+    actPath: z.string(),
+    toolCachePath: z.string(),
+    tempPath: z.string(),
+    pathVariableName: z.string(),
+    defaultPathVariable: z.string(),
+    pathSeparator: z.string(),
+    environmentCaseInsensitive: z.boolean(),
+    os: z.string(),
+    arch: z.string(),
+  })
+  .strict();
 
 const fileSchema = z
   .object({
@@ -36,6 +56,8 @@ const fileSchema = z
           state: z.unknown(),
           createdAt: z.iso.datetime(),
           deadline: z.iso.datetime().optional(),
+          layout: layoutSchema.optional(),
+          workdir: z.string().optional(),
         })
         .strict(),
     ),

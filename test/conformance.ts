@@ -382,12 +382,60 @@ export function conformanceSuite(target: ConformanceTarget): void {
           );
         });
 
-        test("CopyOut of a missing path is NOT_FOUND", async (t) => {
+        if (generation === "v1") {
+          test("CopyOut of a missing path is NOT_FOUND", async (t) => {
+            const id = await environment(t);
+            await expectStatus(
+              readTar(client().copyOut(id, `${rootPath}/no/such/file`)),
+              Status.NOT_FOUND,
+              /no\/such\/file/,
+            );
+          });
+        } else {
+          test("CopyOut of a missing path is an empty stream, as the runner's Docker backend ignores a missing env file", async (t) => {
+            const id = await environment(t);
+            const chunks: Buffer[] = [];
+            for await (const chunk of client().copyOut(id, `${rootPath}/no/such/file`)) chunks.push(chunk);
+            assert.equal(Buffer.concat(chunks).length, 0, "no bytes: not even an empty tar");
+            await client().copyIn(id, `${rootPath}/empty`, once(await tarOf([])));
+            const empty = await readTar(client().copyOut(id, `${rootPath}/empty`));
+            assert.deepEqual(
+              empty.map((entry) => entry.name.replace(/\/$/, "")),
+              ["empty"],
+              "an empty directory is one entry, so the two are told apart",
+            );
+          });
+        }
+
+        test("calls on one environment overlap: an Exec runs while another waits for it", async (t) => {
           const id = await environment(t);
-          await expectStatus(
-            readTar(client().copyOut(id, `${rootPath}/no/such/file`)),
-            Status.NOT_FOUND,
-            /no\/such\/file/,
+          const flag = `${rootPath}/overlap-flag`;
+          let started!: () => void;
+          const running = new Promise<void>((resolve) => (started = resolve));
+          const waiting = client().exec(
+            id,
+            ["sh", "-c", `echo waiting; while [ ! -e '${flag}' ]; do sleep 0.1; done; echo released`],
+            { onOutput: (_stream, data) => data.toString().includes("waiting") && started() },
+          );
+          await running;
+          if (generation === "v1") {
+            const healthy = await clients.v1!.raw.isHealthy({ environmentId: id });
+            assert.equal(healthy.wait, undefined, "IsHealthy answers during an Exec");
+          }
+          assert.equal((await run(client(), id, ["touch", flag])).exitCode, 0);
+          assert.equal((await waiting).exitCode, 0, "the first Exec ended because the second ran");
+        });
+
+        test("Exec creates a missing working directory; one that cannot be made fails the Exec naming it", async (t) => {
+          const id = await environment(t);
+          const made = await run(client(), id, ["pwd"], { workdir: `${rootPath}/made/on/demand` });
+          assert.deepEqual([made.exitCode, made.stdout], [0, `${rootPath}/made/on/demand\n`]);
+          await client().copyIn(id, rootPath, once(await tarOf([{ name: "a-file", content: "x" }])));
+          const blocked = await run(client(), id, ["pwd"], { workdir: `${rootPath}/a-file/sub` });
+          assert.ok(blocked.exitCode !== 0, "no command ran");
+          assert.match(
+            (generation === "v1" ? blocked.errorMessage : blocked.failed) ?? blocked.stderr,
+            /a-file\/sub/,
           );
         });
 
@@ -465,7 +513,65 @@ export function conformanceSuite(target: ConformanceTarget): void {
           }
         });
 
+        test("backend_options: what runners add is taken, a key the driver does not know is ignored with a warning", async (t) => {
+          const backendOptions = {
+            label_arg: target.image,
+            job_timeout: "2h59m59.9s",
+            not_a_berth_option: "1",
+          };
+          const { id } = await client().create({ image: target.image, backendOptions });
+          t.after(() => client().remove(id));
+          const progress: string[] = [];
+          await client().start(id, (line) => progress.push(line));
+          assert.equal((await run(client(), id, ["true"])).exitCode, 0);
+          assert.match(
+            daemon.log(),
+            /"ignored":\["not_a_berth_option"\].*backend_options the driver does not know are ignored/,
+          );
+          assert.doesNotMatch(daemon.log(), /"ignored":\[[^\]]*(label_arg|job_timeout)/);
+          if (generation === "v1alpha") {
+            assert.ok(
+              progress.some((line) => /ignoring backend_options .* not_a_berth_option/.test(line)),
+              `Start says so in the job log: ${progress.join(" | ")}`,
+            );
+          }
+          await expectStatus(
+            client().create({ image: target.image, backendOptions: { job_timeout: "forever" } }),
+            Status.INVALID_ARGUMENT,
+            /job_timeout is not a Go duration/,
+          );
+          await expectStatus(
+            client().create({ image: target.image, backendOptions: { job_timeout: "-1s" } }),
+            Status.DEADLINE_EXCEEDED,
+            /deadline passed/,
+          );
+        });
+
         if (generation === "v1") {
+          test("v1 Create's env arrives as KEY=VALUE strings or as map entries, and reaches every command", async (t) => {
+            // A map<string,string> entry on field 3, encoded by hand: key = 1, value = 2.
+            const mapEntry = (key: string, value: string) =>
+              Buffer.concat([
+                Buffer.from([0x0a, key.length]),
+                Buffer.from(key),
+                Buffer.from([0x12, value.length]),
+                Buffer.from(value),
+              ]);
+            const { environmentId: id } = await clients.v1!.raw.create({
+              image: target.image,
+              env: [Buffer.from("FROM_STRING=s=1"), mapEntry("FROM_MAP", "m 2"), mapEntry("EMPTY", "")],
+              backendOptions: {},
+            });
+            t.after(() => client().remove(id));
+            await client().start(id);
+            const result = await run(client(), id, [
+              "sh",
+              "-c",
+              'echo "$FROM_STRING|$FROM_MAP|${EMPTY-unset}"',
+            ]);
+            assert.equal(result.stdout, "s=1|m 2|\n");
+          });
+
           test("v1 Create's env reaches every command, under the Exec's own env", async (t) => {
             const { id } = await client().create({
               image: target.image,
@@ -501,6 +607,24 @@ export function conformanceSuite(target: ConformanceTarget): void {
         });
 
         if (generation === "v1alpha") {
+          test("environment_timeout: zero is none, a negative one (the job's deadline passed) is DEADLINE_EXCEEDED", async (t) => {
+            const { id } = await client().create({ image: target.image, timeoutMs: 0 });
+            t.after(() => client().remove(id));
+            await client().start(id);
+            assert.equal((await run(client(), id, ["true"])).exitCode, 0);
+            await expectStatus(
+              clients.v1alpha!.raw.create({
+                image: target.image,
+                labelArg: "",
+                backendOptions: {},
+                services: [],
+                environmentTimeout: { seconds: -3, nanos: 0 },
+              }),
+              Status.DEADLINE_EXCEEDED,
+              /-3 s: the job's deadline passed/,
+            );
+          });
+
           test("an environment past its environment_timeout is removed", async () => {
             const { id } = await client().create({ image: target.image, timeoutMs: 1500 });
             // The timeout counts from Create: a backend that boots slower than that is removed while it starts.

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { EnvironmentSpec, ExecResult, ServiceSpec } from "../driver.js";
 import type { Backend, EnvironmentService } from "../environments.js";
 import { invalidArgument } from "../errors.js";
+import { parseGoDuration } from "../go-duration.js";
 
 /** What the server's middleware learns about a call while an adapter handles it, for the log line. */
 export interface RpcInfo {
@@ -33,17 +34,6 @@ export function noteEnvironment(context: RpcContext, id: string): string {
   return id;
 }
 
-/** Splits v1's `KEY=VALUE` env entries. */
-export function parseEnvList(entries: string[]): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const entry of entries) {
-    const eq = entry.indexOf("=");
-    if (eq <= 0) throw invalidArgument(`env entry "${entry}" is not KEY=VALUE`);
-    env[entry.slice(0, eq)] = entry.slice(eq + 1);
-  }
-  return env;
-}
-
 export function serviceSpecs(
   services: { name: string; image: string; env: Record<string, string>; ports: string[] }[],
 ): ServiceSpec[] {
@@ -57,8 +47,24 @@ export function serviceSpecs(
   });
 }
 
-/** The fields of a Create request both generations share, with defaults for the rest. */
+/**
+ * The fields of a Create request both generations share, with defaults for
+ * the rest. The keys runners add to backend_options of their own accord
+ * become what they mean: `label_arg` (the plugin.v1 runner's label
+ * argument) is the label argument when the request has none, and
+ * `job_timeout` (a Go duration) bounds the environment's life, with the
+ * shorter of it and environment_timeout winning.
+ */
 export function environmentSpec(fields: Partial<EnvironmentSpec>): EnvironmentSpec {
+  const { label_arg: labelArg, job_timeout: jobTimeout, ...backendOptions } = fields.backendOptions ?? {};
+  let timeoutMs = fields.timeoutMs;
+  if (jobTimeout !== undefined) {
+    const jobMs = parseGoDuration(jobTimeout);
+    if (jobMs === undefined) {
+      throw invalidArgument("backend_options job_timeout is not a Go duration such as 2h59m59.9s or 90m");
+    }
+    if (jobMs !== 0) timeoutMs = timeoutMs === undefined ? jobMs : Math.min(timeoutMs, jobMs);
+  }
   return {
     image: "",
     name: "",
@@ -67,12 +73,24 @@ export function environmentSpec(fields: Partial<EnvironmentSpec>): EnvironmentSp
     capAdd: [],
     capDrop: [],
     services: [],
-    backendOptions: {},
     forcePull: false,
     platform: "",
-    labelArg: "",
     ...fields,
+    labelArg: fields.labelArg || labelArg || "",
+    backendOptions,
+    timeoutMs,
   };
+}
+
+/**
+ * environment_timeout in milliseconds: zero (what the runner sends when it
+ * has no timeout) is none; a negative one (the job's deadline passed) is
+ * kept, for the core to refuse.
+ */
+export function durationMs(duration: { seconds: number; nanos: number } | undefined): number | undefined {
+  if (!duration) return undefined;
+  const ms = duration.seconds * 1000 + Math.trunc(duration.nanos / 1_000_000);
+  return ms === 0 ? undefined : ms;
 }
 
 /** A line appended to stderr to say why a command ended as it did (signal, OOM). */

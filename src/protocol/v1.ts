@@ -11,9 +11,9 @@ import {
   type RpcContextExt,
   environmentSpec,
   noteEnvironment,
-  parseEnvList,
   serviceSpecs,
 } from "./common.js";
+import { parseV1CreateEnv } from "./v1-env.js";
 
 /** plugin.v1 protocol version berth speaks (CapabilitiesResponse.protocol_version). */
 const protocolVersion = 1;
@@ -63,7 +63,7 @@ export function createV1Service({
       const spec = environmentSpec({
         image: request.image,
         name: request.name,
-        env: parseEnvList(request.env),
+        env: parseV1CreateEnv(request.env),
         workingDir: request.workingDir,
         capAdd: request.capAdd,
         capDrop: request.capDrop,

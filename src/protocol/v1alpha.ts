@@ -5,10 +5,11 @@ import {
   type ExecOutput,
   type StartOutput,
 } from "../gen/plugin/v1alpha/plugin.js";
-import { invalidArgument } from "../errors.js";
+import { BerthError } from "../errors.js";
 import {
   type AdapterDeps,
   type RpcContextExt,
+  durationMs,
   environmentSpec,
   noteEnvironment,
   resultNote,
@@ -26,11 +27,6 @@ export function createV1alphaService({
     },
 
     async create(request, context) {
-      const timeout = request.environmentTimeout;
-      const timeoutMs = timeout ? timeout.seconds * 1000 + Math.floor(timeout.nanos / 1_000_000) : undefined;
-      if (timeoutMs !== undefined && timeoutMs < 0) {
-        throw invalidArgument("environment_timeout is negative; leave it unset or give a positive duration");
-      }
       const spec = environmentSpec({
         image: request.image,
         name: request.name,
@@ -39,7 +35,7 @@ export function createV1alphaService({
         services: serviceSpecs(request.services),
         backendOptions: request.backendOptions,
         labelArg: request.labelArg,
-        timeoutMs: timeoutMs || undefined,
+        timeoutMs: durationMs(request.environmentTimeout),
       });
       const { id, layout } = await environments.create(backend(), spec, context.signal);
       return {
@@ -99,7 +95,15 @@ export function createV1alphaService({
 
     async *copyOut(request, context) {
       const id = noteEnvironment(context, request.environmentId);
-      for await (const data of environments.copyOut(id, request.srcPath, context.signal)) yield { data };
+      try {
+        for await (const data of environments.copyOut(id, request.srcPath, context.signal)) yield { data };
+      } catch (err) {
+        // The released runner reads its env files through CopyOut and fails the step on any
+        // stream error, where its own Docker backend ignores a missing file: a path that does
+        // not exist is an empty stream here (no tar at all; an empty directory is a tar entry).
+        if (!(err instanceof BerthError && err.missingPath)) throw err;
+        context.log.debug({ environmentId: id }, "CopyOut of a path that does not exist: empty stream");
+      }
     },
 
     async remove(request, context) {

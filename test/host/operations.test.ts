@@ -71,6 +71,7 @@ backends:
       root: DIR/small
     limits:
       maxEnvironments: 1
+      createWaitSeconds: 2
       maxCopyInBytes: 1000
       rpcTimeoutSeconds:
         exec: 1
@@ -117,16 +118,24 @@ metrics:
     }
   });
 
-  test("maxEnvironments refuses the next Create with RESOURCE_EXHAUSTED; maxCopyInBytes a big CopyIn; rpc deadlines end an Exec", async () => {
+  test("at maxEnvironments a Create waits for a removal, and after createWaitSeconds is RESOURCE_EXHAUSTED; maxCopyInBytes a big CopyIn; rpc deadlines end an Exec", async () => {
     const channel = openChannel(`unix://${dir}/small.sock`);
     const client = v1alphaClient(channel);
     try {
-      const first = await client.create({});
+      const held = await client.create({});
+      // The runner never retries Create: one at the limit waits, and gets the slot a Remove frees.
+      const waiting = client.create({});
+      for (let i = 0; i < 100 && !/this Create waits for one to be removed/.test(daemon.log()); i++)
+        await delay(50);
+      assert.match(daemon.log(), /this Create waits for one to be removed/);
+      assert.match(await scrape(daemon), /^berth_creates_waiting\{backend="small"\} 1$/m);
+      await client.remove(held.id);
+      const first = await waiting;
       await assert.rejects(
         client.create({}),
         expectCode(
           Status.RESOURCE_EXHAUSTED,
-          /backend small already has 1 environments.*maxEnvironments = 1/,
+          /backend small already has 1 environments.*maxEnvironments = 1.*none was removed within 2 s \(limits\.createWaitSeconds\)/,
         ),
       );
       await assert.rejects(

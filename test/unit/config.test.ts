@@ -47,6 +47,7 @@ describe("flags and the file", () => {
       assert.deepEqual(overridden.backends[0].options, {
         root: (fromFile.backends[0].options as { root: string }).root,
         isolation: "none",
+        privateDirs: ["/workspace"],
         allowedLocalRoots: [],
         killGraceMs: 500,
       });

@@ -53,7 +53,7 @@ const V1_FIELDS = {
   CreateRequest: {
     1: LEN, // image
     2: LEN, // name
-    3: LEN, // env (repeated string)
+    3: LEN, // env (repeated string, or map<string,string> from newer runners; declared bytes)
     4: LEN, // working_dir
     5: LEN, // cap_add
     6: LEN, // cap_drop
@@ -240,7 +240,7 @@ const V1_SAMPLES: { [K in keyof typeof V1_FIELDS]: Uint8Array[] } = {
     wire(v1.CreateRequest, {
       image: "alpine",
       name: "job",
-      env: ["A=1", "B=2"],
+      env: [Buffer.from("A=1"), Buffer.from("B=2")],
       workingDir: "/w",
       capAdd: ["NET_ADMIN"],
       capDrop: ["ALL"],
