@@ -18,13 +18,14 @@ import type {
   Layout,
   ManagedEnvironment,
 } from "../../src/driver.js";
-import { BerthError, Status, failedPrecondition, invalidArgument, notFound } from "../../src/errors.js";
+import { BerthError, Status, failedPrecondition, invalidArgument, missingPath } from "../../src/errors.js";
 import { killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
 import { OomKillCounts, oomKillCounterCommand } from "../../src/exec-outcome.js";
 import { CollectingWritable } from "../../src/output-capture.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
+import { keyValueMap } from "../../src/key-value.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
-import { type JobOptions, parseJobOptions, portBindings } from "./job-options.js";
+import { type JobOptions, jobOptionKeys, parseJobOptions, portBindings } from "./job-options.js";
 import { demuxExecOutput, release } from "./demux.js";
 import { dockerError, engineMessage, isConnectionError, isNotFound } from "./errors.js";
 import type { DockerOptions } from "./options.js";
@@ -56,7 +57,26 @@ interface DockerEnvironment {
   network?: string;
   serviceIds: { name: string; id: string }[];
   imageEnv: Record<string, string>;
+  /** The job container's default user (the image's USER); empty: root. */
+  user?: string;
 }
+
+/** The engine's answer to an exec whose working directory does not exist. */
+const missingWorkdir = /chdir to cwd .* no such file or directory/;
+
+/**
+ * Creates the directories $2… that are missing and gives what it created to
+ * user $1 (unless empty), so a job running as the image's own user can write
+ * there. Run as root in the job container.
+ */
+const makeDirectoriesScript = `u=$1; shift
+for d in "$@"; do
+  top=$d first=
+  while [ ! -d "$top" ]; do first=$top; top=$(dirname -- "$top"); done
+  [ -n "$first" ] || continue
+  mkdir -p -- "$d" || exit 1
+  if [ -n "$u" ]; then chown -R -- "$u" "$first" || exit 1; fi
+done`;
 
 /**
  * One bridge network, one job container and one container per service for
@@ -102,6 +122,7 @@ export class DockerDriver implements Driver {
       supportsDockerActions: false,
       supportsLocalCopy: false,
       globalLayout: this.layout(this.engine),
+      backendOptions: jobOptionKeys,
     };
   }
 
@@ -184,7 +205,8 @@ export class DockerDriver implements Driver {
       containerId: container.id,
       network,
       serviceIds,
-      imageEnv: envMap(imageInfo.Config?.Env ?? []),
+      imageEnv: keyValueMap(imageInfo.Config?.Env ?? []),
+      user: imageInfo.Config?.User ?? "",
     };
     return {
       state,
@@ -204,7 +226,11 @@ export class DockerDriver implements Driver {
     }
     for (const service of env.serviceIds) await this.waitHealthy(service, progress, signal);
     progress("starting job container");
-    await startContainer(this.docker.getContainer(env.containerId), "job container");
+    const job = this.docker.getContainer(env.containerId);
+    await startContainer(job, "job container");
+    // The runner copies to act_path and runs in root_path at once: they exist before the first Exec.
+    const { rootPath, actPath, toolCachePath, tempPath } = layoutPaths;
+    await this.makeDirectories(job, [rootPath, actPath, toolCachePath, tempPath], env.user ?? "");
     return { imageEnv: env.imageEnv };
   }
 
@@ -215,6 +241,26 @@ export class DockerDriver implements Driver {
     signal: AbortSignal,
   ): Promise<ExecResult> {
     const container = this.docker.getContainer(this.state(ref).containerId);
+    const result = await this.runExec(ref, container, spec, sinks, signal);
+    // The engine does not create an exec's working directory (only a container's, at start):
+    // make it, as the user the command runs as, and try once more.
+    if (result.kind !== "failed" || !missingWorkdir.test(result.message)) return result;
+    try {
+      await this.makeDirectories(container, [spec.workdir], spec.user || this.state(ref).user || "");
+    } catch (err) {
+      if (!(err instanceof BerthError) || err.code !== Status.FAILED_PRECONDITION) throw err;
+      return { kind: "failed", message: `cannot use working directory ${spec.workdir}: ${err.message}` };
+    }
+    return this.runExec(ref, container, spec, sinks, signal);
+  }
+
+  private async runExec(
+    ref: EnvironmentRef,
+    container: Docker.Container,
+    spec: ExecSpec,
+    sinks: ExecSinks,
+    signal: AbortSignal,
+  ): Promise<ExecResult> {
     const marker = newExecMarker();
     const exec = await container
       .exec({
@@ -310,7 +356,7 @@ export class DockerDriver implements Driver {
     try {
       return (await container.getArchive({ path: srcPath })) as Readable;
     } catch (err) {
-      if (isNotFound(err)) throw notFound(`${srcPath} does not exist in the job container`);
+      if (isNotFound(err)) throw missingPath(`${srcPath} does not exist in the job container`);
       throw dockerError(err, `copy out ${srcPath}`);
     }
   }
@@ -562,6 +608,32 @@ export class DockerDriver implements Driver {
     });
   }
 
+  /** makeDirectoriesScript in the job container, as root; FAILED_PRECONDITION with its stderr if it fails. */
+  private async makeDirectories(container: Docker.Container, dirs: string[], user: string): Promise<void> {
+    const errors = new CollectingWritable(4096);
+    let exitCode: number | null;
+    try {
+      const exec = await container.exec({
+        Cmd: ["sh", "-c", makeDirectoriesScript, "berth-mkdir", user, ...dirs],
+        User: "0",
+        AttachStdout: true,
+        AttachStderr: true,
+      });
+      await demuxExecOutput(await exec.start({ hijack: true, stdin: false }), {
+        stdout: new CollectingWritable(0),
+        stderr: errors,
+      });
+      ({ exitCode } = await waitForExitCode(exec));
+    } catch (err) {
+      throw dockerError(err, `create ${dirs.join(", ")} in the job container`);
+    }
+    if (exitCode !== 0) {
+      throw failedPrecondition(
+        `cannot create ${dirs.join(", ")} in the job container (the image needs sh, mkdir, dirname and chown): ${errors.text().trim() || `exit code ${exitCode}`}`,
+      );
+    }
+  }
+
   /** The job container's OOM-kill counter, or undefined if the image cannot print it. */
   private async readOomKillCounter(container: Docker.Container): Promise<string | undefined> {
     try {
@@ -662,15 +734,6 @@ async function waitForExitCode(
 
 function lastHealthOutput(health: { Log?: { Output: string }[] }): string {
   return health.Log?.at(-1)?.Output.trim() || "(no output)";
-}
-
-function envMap(entries: string[]): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const entry of entries) {
-    const eq = entry.indexOf("=");
-    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
-  }
-  return env;
 }
 
 /** `busybox` means `busybox:latest`; without a tag the engine would pull every tag. */

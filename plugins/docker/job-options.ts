@@ -14,7 +14,15 @@ export interface JobOptions {
   pullPolicy?: "always" | "missing" | "never";
 }
 
-const knownOptions = ["privileged", "memory", "cpus", "network_mode", "volumes", "pull_policy"] as const;
+/** The backend_options keys a job may give; the core handles the others before parseJobOptions. */
+export const jobOptionKeys = [
+  "privileged",
+  "memory",
+  "cpus",
+  "network_mode",
+  "volumes",
+  "pull_policy",
+] as const;
 
 /**
  * Validates a job's backend_options against what the driver's configuration
@@ -22,12 +30,6 @@ const knownOptions = ["privileged", "memory", "cpus", "network_mode", "volumes",
  * paths) is refused unless the administrator allowed it.
  */
 export function parseJobOptions(raw: Record<string, string>, allowed: DockerOptions): JobOptions {
-  const unknown = Object.keys(raw).filter((key) => !(knownOptions as readonly string[]).includes(key));
-  if (unknown.length > 0) {
-    throw invalidArgument(
-      `unknown backend_options ${unknown.map((k) => `"${k}"`).join(", ")} for the docker driver; known: ${knownOptions.join(", ")}`,
-    );
-  }
   const options: JobOptions = { privileged: false };
   if (raw.privileged !== undefined) {
     options.privileged = parseBoolean(raw.privileged, "privileged");
@@ -129,7 +131,9 @@ export function portBindings(
 ): { exposed: Record<string, object>; bindings: Record<string, { HostIp?: string; HostPort: string }[]> } {
   const exposed: Record<string, object> = {};
   const bindings: Record<string, { HostIp?: string; HostPort: string }[]> = {};
-  for (const { hostIp, hostPort, containerPort, protocol } of ports.map((p) => parsePortSpec(p, service))) {
+  for (const { hostIp, hostPort, containerPort, protocol } of ports.flatMap((p) =>
+    parsePortSpec(p, service),
+  )) {
     const key = `${containerPort}/${protocol}`;
     exposed[key] = {};
     (bindings[key] ??= []).push({ ...(hostIp ? { HostIp: hostIp } : {}), HostPort: hostPort ?? "" });

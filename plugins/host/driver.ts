@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { access, lstat, mkdir, open, readdir, realpath, rm, stat } from "node:fs/promises";
+import { access, lstat, mkdir, open, readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { basename, delimiter, join, posix } from "node:path";
 import type { Readable } from "node:stream";
@@ -25,6 +25,7 @@ import {
   failedPrecondition,
   invalidArgument,
   messageOf,
+  missingPath,
   notFound,
   permissionDenied,
 } from "../../src/errors.js";
@@ -34,7 +35,7 @@ import { packTree } from "../../src/tar-pack.js";
 import { checkedTar } from "../../src/tar-safety.js";
 import { extractTar } from "./extract.js";
 import type { HostOptions } from "./options.js";
-import { assertContained, isInside, toRealPath } from "./paths.js";
+import { type PathMapping, assertContained, isInside, makeContainedDir, mapPath } from "./paths.js";
 import { signalProcessTree } from "./process-tree.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 
@@ -53,7 +54,12 @@ const execMarker = "BERTH_EXEC_ID";
 const outputDrainMs = 1000;
 
 interface HostEnvironment {
+  /** The environment's root (its layout's root_path, to its commands). */
   dir: string;
+  /** Everything of the environment: dir and privateDir are inside (absent in records of berth 0.1: dir then). */
+  top?: string;
+  /** Where its private directories (options.privateDirs) really are, under bubblewrap. */
+  privateDir?: string;
   layout: Layout;
   env: Record<string, string>;
   workingDir: string;
@@ -114,6 +120,7 @@ export class HostDriver implements Driver {
       supportsDockerActions: false,
       supportsLocalCopy: this.options.allowedLocalRoots.length > 0,
       globalLayout: this.isolation === "bwrap" ? this.layoutAt(this.mountPoint) : undefined,
+      backendOptions: [],
       globalLayoutUnavailableReason:
         "the host driver runs without bubblewrap, so each environment has its own paths; install bubblewrap (apt-get install bubblewrap) or use plugin.v1alpha",
     };
@@ -130,16 +137,17 @@ export class HostDriver implements Driver {
         "the host driver cannot add or drop capabilities; leave cap_add and cap_drop empty",
       );
     }
-    const unknown = Object.keys(spec.backendOptions);
-    if (unknown.length > 0) {
-      throw invalidArgument(`the host driver has no backend_options; unknown: ${unknown.join(", ")}`);
-    }
-    const dir = this.envDir(id);
+    const top = this.envDir(id);
+    const dir = join(top, "root");
+    const privateDir = join(top, "private");
     const layout = this.layoutAt(this.isolation === "bwrap" ? this.mountPoint : dir);
-    await mkdir(dir, { mode: 0o700 });
-    for (const sub of ["act", "toolcache", "tmp"]) await mkdir(join(dir, sub));
+    await mkdir(top, { mode: 0o700 });
+    for (const sub of ["act", "toolcache", "tmp"]) await mkdir(join(dir, sub), { recursive: true });
+    if (this.isolation === "bwrap") {
+      for (const path of this.options.privateDirs) await mkdir(join(privateDir, path), { recursive: true });
+    }
     const workingDir = spec.workingDir || layout.rootPath;
-    const state: HostEnvironment = { dir, layout, env: spec.env, workingDir };
+    const state: HostEnvironment = { dir, top, privateDir, layout, env: spec.env, workingDir };
     return { state, layout };
   }
 
@@ -179,9 +187,12 @@ export class HostDriver implements Driver {
     };
     const workdir = posix.resolve(env.workingDir, spec.workdir || ".");
     const realWorkdir = this.toReal(ref, workdir, "workdir");
-    const workdirStat = await stat(realWorkdir).catch(() => undefined);
-    if (!workdirStat?.isDirectory())
-      return { kind: "failed", message: `working directory ${workdir} does not exist` };
+    // Created when missing, as Docker creates a container's WorkingDir (the runner expects its job directory).
+    try {
+      await makeContainedDir(this.containment(env), realWorkdir);
+    } catch (err) {
+      return { kind: "failed", message: `cannot use working directory ${workdir}: ${messageOf(err)}` };
+    }
     const missing = await this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir);
     if (missing) return { kind: "failed", message: missing };
 
@@ -202,7 +213,7 @@ export class HostDriver implements Driver {
     for (let attempt = 1; ; attempt++) {
       const stderr = new PrefixCapture(sinks.stderr, "bwrap: ");
       let wroteStdout = false;
-      const child = spawn("bwrap", [...this.bwrapArgs(env.dir, workdir), "--", ...spec.command], {
+      const child = spawn("bwrap", [...(await this.bwrapArgs(env, workdir)), "--", ...spec.command], {
         env: variables,
         detached: true,
         stdio: ["ignore", "pipe", "pipe"],
@@ -296,8 +307,7 @@ export class HostDriver implements Driver {
   }
 
   async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable): Promise<void> {
-    const { dir } = this.state(ref);
-    await extractTar(tar, this.toReal(ref, destPath, "dest_path"), dir);
+    await extractTar(tar, this.toReal(ref, destPath, "dest_path"), this.containment(this.state(ref)));
   }
 
   async copyOut(ref: EnvironmentRef, srcPath: string): Promise<Readable> {
@@ -319,13 +329,13 @@ export class HostDriver implements Driver {
     await extractTar(
       checkedTar(packTree(src, ".")),
       this.toReal(ref, destPath, "dest_path"),
-      this.state(ref).dir,
+      this.containment(this.state(ref)),
     );
   }
 
   async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
     const real = this.toReal(ref, path, "src_path");
-    await assertContained(this.state(ref).dir, real);
+    await assertContained(this.containment(this.state(ref)), real);
     let handle;
     try {
       handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -396,16 +406,43 @@ export class HostDriver implements Driver {
     return ref.state as HostEnvironment;
   }
 
+  /** The directory no path of the environment may leave (through symlinks, say). */
+  private containment(env: HostEnvironment): string {
+    return env.top ?? env.dir;
+  }
+
+  /** Where the environment's own directories appear to its commands, and where they really are. */
+  private mappings(env: HostEnvironment): PathMapping[] {
+    const privateDirs =
+      this.isolation === "bwrap" && env.privateDir !== undefined
+        ? this.options.privateDirs.map((seen) => ({ seen, real: join(env.privateDir!, seen) }))
+        : [];
+    return [{ seen: env.layout.rootPath, real: env.dir }, ...privateDirs];
+  }
+
+  /** The real path of a path as the environment's commands see it; outside the environment: refused. */
   private toReal(ref: EnvironmentRef, path: string, field: string): string {
-    const { layout, dir } = this.state(ref);
-    return toRealPath(layout.rootPath, dir, path, field);
+    const env = this.state(ref);
+    const real = mapPath(this.mappings(env), path);
+    if (real !== undefined) return real;
+    const normalised = posix.normalize(path);
+    const privateDir = this.options.privateDirs.find((dir) => isInside(dir, normalised));
+    if (privateDir !== undefined) {
+      throw failedPrecondition(
+        `${field} ${path} is under ${privateDir}, which each environment has a private copy of only with bubblewrap (isolation=bwrap); install bubblewrap, or use paths under the environment's root ${env.layout.rootPath}`,
+      );
+    }
+    const allowed = this.mappings(env).map((mapping) => mapping.seen);
+    throw invalidArgument(
+      `${field} ${path} is outside the environment; paths must be under ${allowed.join(" or ")}`,
+    );
   }
 
   private async existingPath(ref: EnvironmentRef, path: string, field: string): Promise<string> {
     const real = this.toReal(ref, path, field);
-    await assertContained(this.state(ref).dir, real);
+    await assertContained(this.containment(this.state(ref)), real);
     await lstat(real).catch(() => {
-      throw notFound(`${path} does not exist in the environment`);
+      throw missingPath(`${path} does not exist in the environment`);
     });
     return real;
   }
@@ -425,21 +462,31 @@ export class HostDriver implements Driver {
     };
   }
 
-  private bwrapArgs(envDir: string, workdir: string): string[] {
-    return [
-      "--dev-bind",
-      "/",
-      "/",
-      "--bind",
-      envDir,
-      this.mountPoint,
-      // Other environments' directories stay out of sight.
-      "--tmpfs",
-      this.envsDir,
-      "--chdir",
-      workdir,
-      "--die-with-parent",
-    ];
+  /**
+   * bubblewrap's arguments for a command of the environment. The sandbox's /
+   * is bubblewrap's own tmpfs with each of the host's top-level entries
+   * bound into it (so directories the host does not have, such as
+   * /workspace, can be mounted without being made on the host); then the
+   * environment's root at the mount point, its private directories, and the
+   * other environments' directories hidden.
+   */
+  private async bwrapArgs(
+    env: Pick<HostEnvironment, "dir" | "privateDir">,
+    workdir: string,
+  ): Promise<string[]> {
+    const args: string[] = [];
+    for (const entry of await readdir("/", { withFileTypes: true })) {
+      const path = `/${entry.name}`;
+      if (entry.isSymbolicLink()) args.push("--symlink", await readlink(path), path);
+      else args.push("--dev-bind", path, path);
+    }
+    args.push("--bind", env.dir, this.mountPoint);
+    if (env.privateDir !== undefined) {
+      for (const dir of this.options.privateDirs) args.push("--bind", join(env.privateDir, dir), dir);
+    }
+    // Other environments' directories stay out of sight.
+    args.push("--tmpfs", this.envsDir, "--chdir", workdir, "--die-with-parent");
+    return args;
   }
 
   /** Why the program cannot be run, or undefined if it can: checked up front so the runner gets a clear message. */
@@ -449,10 +496,9 @@ export class HostDriver implements Driver {
     path: string,
     workdir: string,
   ): Promise<string | undefined> {
-    const { layout, dir } = this.state(ref);
-    // Paths under the environment's root are mapped; others are the host's own (as commands see them).
-    const real = (p: string) =>
-      isInside(layout.rootPath, p) ? toRealPath(layout.rootPath, dir, p, "command") : p;
+    // The environment's own directories are mapped; other paths are the host's (as commands see them).
+    const mappings = this.mappings(this.state(ref));
+    const real = (p: string) => mapPath(mappings, p) ?? p;
     const executable = async (p: string) => {
       try {
         await access(real(p), constants.X_OK);
@@ -477,7 +523,8 @@ export class HostDriver implements Driver {
     const probeDir = join(this.envsDir, ".probe");
     await mkdir(probeDir, { recursive: true });
     try {
-      const child = spawn("bwrap", [...this.bwrapArgs(probeDir, this.mountPoint), "--", "true"], {
+      const args = await this.bwrapArgs({ dir: probeDir }, this.mountPoint);
+      const child = spawn("bwrap", [...args, "--", "true"], {
         stdio: ["ignore", "ignore", "pipe"],
       });
       let stderr = "";

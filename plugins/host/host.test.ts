@@ -191,10 +191,6 @@ describe("host driver with bubblewrap", () => {
       client.create({ services: [{ name: "db", image: "postgres" }] }),
       /cannot run service containers/,
     );
-    await assert.rejects(
-      client.create({ backendOptions: { privileged: "true" } }),
-      /no backend_options; unknown: privileged/,
-    );
     assert.deepEqual(await readdir(join(root, "envs")), before);
   });
 });
@@ -207,7 +203,7 @@ describe("host driver without bubblewrap", () => {
     try {
       const client = v1alphaClient(channel);
       const { id, layout } = await client.create({});
-      assert.equal(layout?.rootPath, join(root, "envs", id));
+      assert.equal(layout?.rootPath, join(root, "envs", id, "root"));
       assert.equal((await stdoutOf(client, id, ["pwd"])).stdout, `${layout?.rootPath}\n`);
       let stderr = "";
       const killed = await client.exec(id, ["sh", "-c", "kill -9 $$"], {
@@ -215,6 +211,15 @@ describe("host driver without bubblewrap", () => {
       });
       assert.equal(killed.exitCode, 137);
       assert.match(stderr, /killed by SIGKILL/, "without bwrap in between, the signal is named");
+      // The runner's job directory cannot be private without a mount namespace: refused, not shared.
+      await assert.rejects(
+        client.exec(id, ["pwd"], { workdir: "/workspace/acme/widget" }),
+        (err: { code: Status; details: string }) =>
+          err.code === Status.FAILED_PRECONDITION &&
+          /under \/workspace, which each environment has a private copy of only with bubblewrap/.test(
+            err.details,
+          ),
+      );
       await client.remove(id);
       await assert.rejects(
         v1Client(channel).raw.capabilities({}),
@@ -233,7 +238,7 @@ describe("host driver without bubblewrap", () => {
     assert.notEqual(code, 0);
     assert.match(
       stderr,
-      /--backend-opt rooot: unknown option of driver host \(known: root, isolation, allowedLocalRoots, killGraceMs\)/,
+      /--backend-opt rooot: unknown option of driver host \(known: root, isolation, privateDirs, allowedLocalRoots, killGraceMs\)/,
     );
   });
 });

@@ -13,6 +13,21 @@ export const hostOptionsSchema = z.object({
    * only). auto: bwrap if it works here, else none.
    */
   isolation: z.enum(["auto", "bwrap", "none"]).default("auto"),
+  /**
+   * Directories each environment has a private copy of (with bubblewrap):
+   * the runner runs a job in /<container.workdir_parent>/<owner>/<repo>, by
+   * default under /workspace, outside the environment's root.
+   */
+  privateDirs: listOption
+    .pipe(
+      z.array(
+        z
+          .string()
+          .regex(/^\/[^\0]*[^/]$/, "an absolute directory path, e.g. /workspace")
+          .refine((path) => !path.split("/").includes(".."), "without .. components"),
+      ),
+    )
+    .default(["/workspace"]),
   /** Directories CopyLocal may copy from; empty disables CopyLocal. */
   allowedLocalRoots: listOption.default([]),
   /** How long a cancelled command gets between SIGTERM and SIGKILL. */

@@ -8,16 +8,24 @@ export function isInside(root: string, path: string): boolean {
   return rel === "" || (!rel.startsWith(`..${sep}`) && rel !== ".." && !rel.startsWith(sep));
 }
 
+/** A directory as the environment's commands see it, and where it really is. */
+export interface PathMapping {
+  seen: string;
+  real: string;
+}
+
 /**
- * Maps a path as the environment's commands see it (under `layoutRoot`) to the
- * real path under `envDir`; anything outside the environment is refused.
+ * Maps a path as the environment's commands see it to its real path, through
+ * the mapping of the deepest directory that holds it; undefined when none does.
  */
-export function toRealPath(layoutRoot: string, envDir: string, path: string, field: string): string {
+export function mapPath(mappings: readonly PathMapping[], path: string): string | undefined {
   const normalised = posix.normalize(path);
-  if (!isInside(layoutRoot, normalised)) {
-    throw invalidArgument(`${field} ${path} is outside the environment; paths must be under ${layoutRoot}`);
+  let best: PathMapping | undefined;
+  for (const mapping of mappings) {
+    if (isInside(mapping.seen, normalised) && (!best || mapping.seen.length > best.seen.length))
+      best = mapping;
   }
-  return join(envDir, relative(layoutRoot, normalised));
+  return best && join(best.real, relative(best.seen, normalised));
 }
 
 /**

@@ -33,29 +33,44 @@ import {
   failedPrecondition,
   invalidArgument,
   messageOf,
-  notFound,
+  missingPath,
   permissionDenied,
 } from "../../src/errors.js";
 import { execMarkerVariable, killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
 import { OomKillCounts, oomKillCounterCommand } from "../../src/exec-outcome.js";
 import { CollectingWritable, PrefixCapture } from "../../src/output-capture.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
+import { keyValueMap } from "../../src/key-value.js";
 import { firstFileFromTar } from "../../src/tar-read.js";
 import { type ExecEnd, type ExecSession, type ExecStreams, openExec } from "./exec-socket.js";
 import { isNotFound, kubernetesError } from "./errors.js";
-import { parseJobOptions } from "./job-options.js";
+import { jobOptionKeys, parseJobOptions } from "./job-options.js";
 import type { KubernetesOptions } from "./options.js";
-import { buildPod, deadlineSeconds, jobContainerName, labels, layoutPaths } from "./pod.js";
+import {
+  buildPod,
+  deadlineSeconds,
+  extraServiceHostNames,
+  jobContainerName,
+  labels,
+  layoutPaths,
+  serviceHostName,
+} from "./pod.js";
 import { eventLine, judgePod } from "./pod-status.js";
 
 interface KubernetesEnvironment {
   namespace: string;
   pod: string;
+  /** Service names that are no host names as written; Start adds them to the job's /etc/hosts. */
+  extraHosts?: string[];
 }
+
+/** Appends 127.0.0.1 lines for the names $@ to /etc/hosts (the pod's services share its network). */
+const addHostsScript = `for n; do printf '127.0.0.1\t%s\n' "$n"; done >>/etc/hosts`;
 
 /**
  * Runs a command after setting up what the exec API cannot: env, working
- * directory, a user check and a clear failure when the program is missing.
+ * directory (created when missing, as Docker creates a container's
+ * WorkingDir), a user check and a clear failure when the program is missing.
  * Arguments: failure prefix, workdir, user, count of exported NAME=value,
  * those, count of env(1) NAME=value (names sh cannot export), those, argv.
  */
@@ -67,7 +82,10 @@ if [ -n "$u" ]; then
   me=$(id -u 2>/dev/null); name=$(id -un 2>/dev/null)
   [ "$u" = "$me" ] || [ "$u" = "$name" ] || fail "cannot run as user $u: the Kubernetes exec API runs commands as the container's user (\${name:-$me}); set runAsUser in the pod template instead"
 fi
-if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || fail "working directory $d does not exist in the job container"; fi
+if [ -n "$d" ]; then
+  [ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null
+  cd -- "$d" 2>/dev/null || fail "cannot create or enter the working directory $d in the job container (as \${name:-$(id -u)})"
+fi
 eval "c=\\\${$((n+1))}"
 case $c in
   */*) [ -f "$c" ] && [ -x "$c" ] || fail "$c: no such executable file in the job container" ;;
@@ -156,6 +174,7 @@ export class KubernetesDriver implements Driver {
       supportsDockerActions: false,
       supportsLocalCopy: false,
       globalLayout: this.layout(),
+      backendOptions: jobOptionKeys,
     };
   }
 
@@ -178,7 +197,12 @@ export class KubernetesDriver implements Driver {
     await this.core.createNamespacedPod({ namespace, body: pod }).catch((err: unknown) => {
       throw kubernetesError(err, `create pod ${id} in namespace ${namespace}`);
     });
-    const state: KubernetesEnvironment = { namespace, pod: id };
+    const extraHosts = extraServiceHostNames(spec.services);
+    const state: KubernetesEnvironment = {
+      namespace,
+      pod: id,
+      ...(extraHosts.length > 0 ? { extraHosts } : {}),
+    };
     return { state, layout: this.layout() };
   }
 
@@ -190,6 +214,7 @@ export class KubernetesDriver implements Driver {
     const env = this.state(ref);
     await this.waitUntilReady(env, progress, signal);
     progress("all containers are running and ready");
+    if (env.extraHosts) await this.addServiceHosts(env, progress, signal);
     const environ = new CollectingWritable(1024 * 1024);
     const end = await this.runHelper(env, ["cat", "/proc/1/environ"], { stdout: environ }, signal);
     if (end.kind !== "exited" || end.exitCode !== 0) {
@@ -308,7 +333,7 @@ export class KubernetesDriver implements Driver {
     );
     const settled = session.ended.then((end) => {
       if (end.kind === "exited" && end.exitCode === copyOutMissing)
-        throw notFound(`${srcPath} does not exist in the job container`);
+        throw missingPath(`${srcPath} does not exist in the job container`);
       if (end.kind !== "exited" || end.exitCode !== 0)
         throw helperFailure(`copy out ${srcPath}`, end, errors.text());
     });
@@ -684,6 +709,26 @@ export class KubernetesDriver implements Driver {
     }
   }
 
+  /** Makes services whose names are no host names (my_db) reachable by them in the job container. */
+  private async addServiceHosts(
+    env: KubernetesEnvironment,
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const names = env.extraHosts ?? [];
+    const errors = new CollectingWritable(helperStderrBytes);
+    const end = await this.runHelper(
+      env,
+      ["sh", "-c", addHostsScript, "berth-hosts", ...names],
+      { stderr: errors },
+      signal,
+    );
+    if (end.kind === "exited" && end.exitCode === 0) return;
+    progress(
+      `berth: services ${names.join(", ")} are reachable only as ${names.map(serviceHostName).join(", ")}: the job container could not add their names to /etc/hosts (${errors.text().trim() || describeEnd(end)})`,
+    );
+  }
+
   /** The job container's OOM-kill counter, or undefined if the image cannot print it. */
   private async readOomKillCounter(env: KubernetesEnvironment): Promise<string | undefined> {
     const output = new CollectingWritable(4096);
@@ -779,10 +824,5 @@ function anyContainerRunning(pod: V1Pod): boolean {
 }
 
 function parseEnviron(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const entry of text.split("\0")) {
-    const eq = entry.indexOf("=");
-    if (eq > 0 && !entry.startsWith(`${execMarkerVariable}=`)) env[entry.slice(0, eq)] = entry.slice(eq + 1);
-  }
-  return env;
+  return keyValueMap(text.split("\0").filter((entry) => !entry.startsWith(`${execMarkerVariable}=`)));
 }

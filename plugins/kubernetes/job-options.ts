@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { keyValueMap } from "../../src/key-value.js";
 import { invalidArgument, permissionDenied } from "../../src/errors.js";
 import type { KubernetesOptions } from "./options.js";
 
@@ -16,7 +17,8 @@ export interface JobOptions {
   privileged: boolean;
 }
 
-const knownOptions = [
+/** The backend_options keys a job may give; the core handles the others before parseJobOptions. */
+export const jobOptionKeys = [
   "namespace",
   "service_account",
   "node_selector",
@@ -53,12 +55,6 @@ const dnsLabel = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
  * only where the administrator allowed them.
  */
 export function parseJobOptions(raw: Record<string, string>, allowed: KubernetesOptions): JobOptions {
-  const unknown = Object.keys(raw).filter((key) => !(knownOptions as readonly string[]).includes(key));
-  if (unknown.length > 0) {
-    throw invalidArgument(
-      `unknown backend_options ${unknown.map((k) => `"${k}"`).join(", ")} for the kubernetes driver; known: ${knownOptions.join(", ")}`,
-    );
-  }
   const options: JobOptions = { privileged: false };
   if (raw.namespace !== undefined) {
     const namespace = name(raw.namespace, "namespace");
@@ -139,20 +135,15 @@ function name(value: string, option: string): string {
 function stringMap(value: string, option: string): Record<string, string> {
   if (value.trim().startsWith("{"))
     return json(value, option, z.record(z.string(), z.string()), '{"key":"value"}');
-  const map: Record<string, string> = {};
-  for (const pair of value
+  const pairs = value
     .split(",")
     .map((s) => s.trim())
-    .filter(Boolean)) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) {
-      throw invalidArgument(
-        `backend_options ${option}: "${pair}" is not key=value (give key=value,key=value or a JSON object)`,
-      );
-    }
-    map[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return map;
+    .filter(Boolean);
+  return keyValueMap(pairs, (pair) => {
+    throw invalidArgument(
+      `backend_options ${option}: "${pair}" is not key=value (give key=value,key=value or a JSON object)`,
+    );
+  });
 }
 
 function json<T>(value: string, option: string, schema: z.ZodType<T>, example: string): T {

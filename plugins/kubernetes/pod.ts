@@ -1,7 +1,7 @@
 import type { V1Container, V1OwnerReference, V1Pod, V1PodSpec, V1VolumeMount } from "@kubernetes/client-node";
 import type { EnvironmentSpec } from "../../src/driver.js";
 import { invalidArgument } from "../../src/errors.js";
-import { parsePortSpec } from "../../src/service-ports.js";
+import { type PortSpec, parsePortSpec } from "../../src/service-ports.js";
 import type { JobOptions } from "./job-options.js";
 
 /** Labels on every pod berth creates, so it can be found again. */
@@ -55,9 +55,37 @@ export interface PodInputs {
   now: Date;
 }
 
-/** A service's container name: DNS labels only, so the service's own name is checked first. */
+/**
+ * A service's host name in the pod: its name as a DNS-1123 label (lower
+ * case, "-" for anything else, at most 54 characters so its container
+ * name fits in 63), since workflows name services freely ("Redis", "my_db").
+ */
+export function serviceHostName(service: string): string {
+  const label = service
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 54)
+    .replace(/-+$/, "");
+  if (!label) {
+    throw invalidArgument(`service name "${service}" has no letter or digit to make a host name of`);
+  }
+  return label;
+}
+
+/** A service's container name: its host name, prefixed. */
 export function serviceContainerName(service: string): string {
-  return `service-${service}`;
+  return `service-${serviceHostName(service)}`;
+}
+
+/**
+ * Service names that are not host names as written (an "_", say): the pod
+ * has them under their DNS names, and Start adds the written ones to the job
+ * container's /etc/hosts. Host names compare without case, so capitals
+ * alone need nothing.
+ */
+export function extraServiceHostNames(services: { name: string }[]): string[] {
+  return services.map((s) => s.name).filter((name) => serviceHostName(name) !== name.toLowerCase());
 }
 
 /**
@@ -69,12 +97,16 @@ export function buildPod(inputs: PodInputs): V1Pod {
   const image = spec.image || spec.labelArg;
   if (!image) throw invalidArgument("the kubernetes driver needs an image: set the job's container image");
   const pullPolicy = spec.forcePull ? "Always" : undefined;
+  const hostNames = new Map<string, string>();
   for (const service of spec.services) {
-    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service.name) || service.name.length > 54) {
+    const host = serviceHostName(service.name);
+    const other = hostNames.get(host);
+    if (other !== undefined) {
       throw invalidArgument(
-        `service name "${service.name}" cannot be a host name in a pod: use lower-case letters, digits and "-" (at most 54)`,
+        `services "${other}" and "${service.name}" would both be host ${host} in the pod; rename one`,
       );
     }
+    hostNames.set(host, service.name);
   }
 
   const templateJob = template.spec.containers.find((c) => c.name === jobContainerName);
@@ -110,10 +142,7 @@ export function buildPod(inputs: PodInputs): V1Pod {
     env: Object.entries(service.env).map(([name, value]) => ({ name, value })),
     // Host ports have no meaning inside a pod: the job reaches a service on
     // localhost and by its name at the container port.
-    ports: service.ports.map((port) => {
-      const { containerPort, protocol } = parsePortSpec(port, service.name);
-      return { containerPort, protocol: protocol.toUpperCase() };
-    }),
+    ports: uniquePorts(service.ports.flatMap((port) => parsePortSpec(port, service.name))),
     ...(inputs.nativeSidecars ? { restartPolicy: "Always" } : {}),
   }));
 
@@ -138,9 +167,7 @@ export function buildPod(inputs: PodInputs): V1Pod {
     ],
     hostAliases: [
       ...(template.spec.hostAliases ?? []),
-      ...(spec.services.length > 0
-        ? [{ ip: "127.0.0.1", hostnames: spec.services.map((service) => service.name) }]
-        : []),
+      ...(spec.services.length > 0 ? [{ ip: "127.0.0.1", hostnames: [...hostNames.keys()] }] : []),
     ],
     initContainers: [...(template.spec.initContainers ?? []), ...(inputs.nativeSidecars ? services : [])],
     containers: [jobContainer, ...otherContainers, ...(inputs.nativeSidecars ? [] : services)],
@@ -170,6 +197,15 @@ export function buildPod(inputs: PodInputs): V1Pod {
     },
     spec: podSpec,
   };
+}
+
+/** Container ports of a service, once each (host ports mean nothing inside a pod). */
+function uniquePorts(specs: PortSpec[]): { containerPort: number; protocol: string }[] {
+  const seen = new Map<string, { containerPort: number; protocol: string }>();
+  for (const { containerPort, protocol } of specs) {
+    seen.set(`${containerPort}/${protocol}`, { containerPort, protocol: protocol.toUpperCase() });
+  }
+  return [...seen.values()];
 }
 
 /**
