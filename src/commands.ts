@@ -94,6 +94,13 @@ export async function serve(rawFlags: RawServeFlags, drivers: DriverRegistry): P
   });
   process.removeListener("SIGHUP", reload);
   logger.info("stopped");
+  // Nothing should be left to keep the process alive now; if something is, say what (a bug in berth).
+  setTimeout(() => {
+    logger.error(
+      { resources: process.getActiveResourcesInfo() },
+      "berth stopped, but these handles still keep the process from exiting (a bug in berth)",
+    );
+  }, 5000).unref();
 }
 
 /** Provisions every backend of the configuration, runs fn with them, and always cleans them up. */

@@ -407,6 +407,29 @@ export function conformanceSuite(target: ConformanceTarget): void {
           });
         }
 
+        test("a CopyOut its reader cancels mid-stream leaves nothing running, and the next call works", async (t) => {
+          const id = await environment(t);
+          const big = `${rootPath}/cancelled-copy`;
+          const made = await run(client(), id, ["sh", "-c", `head -c 8388608 /dev/zero > '${big}'`]);
+          assert.equal(made.exitCode, 0, made.stderr);
+          const cancel = new AbortController();
+          let received = 0;
+          await assert.rejects(async () => {
+            for await (const chunk of client().copyOut(id, big, cancel.signal)) {
+              received += chunk.length;
+              cancel.abort();
+            }
+          }, /abort/i);
+          assert.ok(received > 0 && received < 8388608, `cancelled mid-stream (${received} bytes read)`);
+          // A helper of the copy (Kubernetes runs tar in the container) must not wait for good.
+          const count = ["sh", "-c", "ps -o args | grep -c '^tar -c' || true"];
+          const deadline = Date.now() + 15_000;
+          let left = "";
+          while (left !== "0" && Date.now() < deadline) left = (await run(client(), id, count)).stdout.trim();
+          assert.equal(left, "0", "no copy helper is left running");
+          assert.equal((await run(client(), id, ["echo", "next"])).stdout, "next\n");
+        });
+
         test("calls on one environment overlap: an Exec runs while another waits for it", async (t) => {
           const id = await environment(t);
           const flag = `${rootPath}/overlap-flag`;

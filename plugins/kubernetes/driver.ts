@@ -331,11 +331,21 @@ export class KubernetesDriver implements Driver {
       { stdout: output, stderr: errors },
       signal,
     );
+    let over = false;
     const settled = session.ended.then((end) => {
+      over = true;
       if (end.kind === "exited" && end.exitCode === copyOutMissing)
         throw missingPath(`${srcPath} does not exist in the job container`);
       if (end.kind !== "exited" || end.exitCode !== 0)
         throw helperFailure(`copy out ${srcPath}`, end, errors.text());
+    });
+    // A reader that goes away early (the runner reads an env file's first entry and cancels)
+    // ends the exec: its tar would otherwise wait for good on a connection nobody reads.
+    const abandon = () => !over && session.abandon();
+    signal.addEventListener("abort", abandon, { once: true });
+    output.once("close", () => {
+      signal.removeEventListener("abort", abandon);
+      abandon();
     });
     // NOT_FOUND must be the RPC's answer, not a broken stream: wait for the
     // first byte of the archive or the end, whichever comes first.

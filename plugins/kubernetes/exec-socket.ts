@@ -62,6 +62,8 @@ export interface ExecSession {
   inputSent: Promise<void>;
   /** Close the connection (the command may go on running in the pod). */
   close(): void;
+  /** Drop the connection at once, without the closing handshake (its reader went away). */
+  abandon(): void;
 }
 
 /** Opens `command` in the container and wires its streams, honouring backpressure both ways. */
@@ -118,12 +120,22 @@ export async function openExec(
   const inputClosable = socket.protocol === "v5.channel.k8s.io";
   const pinger = setInterval(() => socket.ping(), options.keepaliveMs);
   let outputPaused = 0;
+  // A sink that is closed while it holds the socket back (its reader went away) must let go too,
+  // or the socket stays paused and never even reads the server's close.
   const pauseUntilDrained = (sink: Writable) => {
     outputPaused++;
     socket.pause();
-    sink.once("drain", () => {
+    const go = () => {
+      sink.off("drain", go);
+      sink.off("close", go);
       if (--outputPaused === 0) socket.resume();
-    });
+    };
+    sink.on("drain", go);
+    sink.on("close", go);
+  };
+  const deliver = (sink: Writable | undefined, payload: Buffer) => {
+    if (payload.length === 0 || !sink || sink.destroyed) return;
+    if (!sink.write(payload)) pauseUntilDrained(sink);
   };
 
   const ended = new Promise<ExecEnd>((resolve, reject) => {
@@ -133,12 +145,10 @@ export async function openExec(
       const payload = data.subarray(1);
       switch (data[0]) {
         case channel.stdout:
-          if (payload.length > 0 && streams.stdout && !streams.stdout.write(payload))
-            pauseUntilDrained(streams.stdout);
+          deliver(streams.stdout, payload);
           break;
         case channel.stderr:
-          if (payload.length > 0 && streams.stderr && !streams.stderr.write(payload))
-            pauseUntilDrained(streams.stderr);
+          deliver(streams.stderr, payload);
           break;
         case channel.status:
           status = parseStatus(payload.toString("utf8"));
@@ -167,7 +177,7 @@ export async function openExec(
 
   const inputSent = streams.stdin ? sendInput(socket, streams.stdin, inputClosable) : Promise.resolve();
   inputSent.catch(() => socket.terminate());
-  return { ended, inputClosable, inputSent, close: () => socket.close() };
+  return { ended, inputClosable, inputSent, close: () => socket.close(), abandon: () => socket.terminate() };
 }
 
 /** Most bytes berth lets the socket hold before waiting: flow control for stdin. */
