@@ -8,7 +8,6 @@ import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
 import Docker from "dockerode";
 import { openChannel, v1alphaClient } from "../src/client.js";
-import { packTree } from "../src/tar-pack.js";
 import { startDaemon } from "../test/support/daemon-process.js";
 import { dockerCli, ensureTestImages, testImages } from "../test/support/docker-images.js";
 import {
@@ -28,6 +27,7 @@ import {
   throughputSummary,
   timed,
   toMiB,
+  packDirectory,
 } from "./util.js";
 
 /** As for the host part: `info` rather than `warn`, or startDaemon would never see the "serving" line. */
@@ -249,7 +249,9 @@ async function measure(
 
     const dest = `${rootPath}/in${run}`;
     await sync();
-    copyIn.push(await copyInMeter.time(() => client.copyIn(id, dest, packTree(srcDir, "tree"))));
+    copyIn.push(
+      await copyInMeter.time(async () => client.copyIn(id, dest, await packDirectory(srcDir, "tree"))),
+    );
     const size = await fileSize(berthExec, `${dest}/tree/big.bin`);
     if (size !== bigBytes) throw new Error(`copy-in left big.bin with ${size} bytes, not ${bigBytes}`);
 

@@ -15,7 +15,6 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { openChannel, v1alphaClient } from "../src/client.js";
-import { packTree } from "../src/tar-pack.js";
 import { startDaemon } from "../test/support/daemon-process.js";
 import {
   type DockerReport,
@@ -39,6 +38,7 @@ import {
   throughputSummary,
   timed,
   toMiB,
+  packDirectory,
 } from "./util.js";
 
 const quick = process.argv.includes("--quick") || process.env.BENCH_QUICK === "1";
@@ -149,7 +149,9 @@ async function main(): Promise<void> {
 
     const dest = `${rootPath}/in${run}`;
     await sync();
-    copyIn.push(await copyInMeter.time(() => client.copyIn(id, dest, packTree(srcDir, "tree"))));
+    copyIn.push(
+      await copyInMeter.time(async () => client.copyIn(id, dest, await packDirectory(srcDir, "tree"))),
+    );
     let size = "";
     await berthExec(["stat", "-c", "%s", `${dest}/tree/big.bin`], (_, data) => (size += data.toString()));
     if (Number(size) !== bigBytes)

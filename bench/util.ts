@@ -1,7 +1,12 @@
 /** Helpers shared by the host and Docker parts of the benchmark (bench/run.ts, bench/docker.ts). */
 import { spawn } from "node:child_process";
 import { readFile, readdir } from "node:fs/promises";
+import { basename, dirname } from "node:path";
 import { performance } from "node:perf_hooks";
+import type { Readable } from "node:stream";
+import { pino } from "pino";
+import { Directory } from "../plugins/host/directory.js";
+import { packEntry } from "../plugins/host/pack.js";
 
 export const MiB = 1024 * 1024;
 
@@ -184,4 +189,10 @@ export function formatTable(header: string[], rows: (string[] | string)[]): stri
     widths.map((w) => "-".repeat(w)).join("   "),
     ...rows.map((row) => (typeof row === "string" ? row : line(row))),
   ];
+}
+
+/** A tar stream of a directory on this machine, its entries under `entryName` (the host driver's packer). */
+export async function packDirectory(path: string, entryName: string): Promise<Readable> {
+  const parent = await Directory.open(dirname(path), dirname(path));
+  return packEntry(parent, basename(path), entryName, pino({ level: "silent" }));
 }

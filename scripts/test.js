@@ -10,6 +10,7 @@
 // host:       real `berth serve` processes on real sockets, host driver (bubblewrap)
 // docker:     the Docker driver on the real engine
 // runner:     the runner's own call sequence (test/runner) on host and Docker
+// hostile:    attacks of a hostile job and a careless client (test/hostile)
 // kubernetes: the Kubernetes driver on a real cluster (npm run test:kubernetes starts one)
 import { spawnSync } from "node:child_process";
 
@@ -18,6 +19,7 @@ const stages = {
   host: ["dist/test/host/*.test.js", "dist/plugins/host/host.test.js"],
   docker: ["dist/test/docker/*.test.js", "dist/plugins/docker/docker.test.js"],
   runner: ["dist/test/runner/host.test.js", "dist/test/runner/docker.test.js"],
+  hostile: ["dist/test/hostile/*.test.js"],
   kubernetes: [
     "dist/test/kubernetes/*.test.js",
     "dist/plugins/kubernetes/kubernetes.test.js",

@@ -678,3 +678,27 @@ test("a large file streams through with bounded buffering", { timeout: 60_000 },
   assert.equal(nonA, 0);
   assert.ok(maxAhead < 4 * 1024 * 1024, `buffered up to ${maxAhead} bytes`);
 });
+
+test(
+  "entries without a body (directories, symlinks) are held back as much as files",
+  { timeout: 60_000 },
+  async () => {
+    const entries = 50_000;
+    let pulled = 0;
+    async function* source() {
+      for (let i = 0; i < entries; i++) {
+        pulled++;
+        yield ustarHeader(`d${i}/`, "5", 0);
+      }
+      yield endOfArchive;
+    }
+    const out = checkedTar(Readable.from(source(), { objectMode: false }));
+    // Nobody reads: the checker must stop pulling soon, whatever the entries' type.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.ok(pulled > 0, "nothing was read");
+    assert.ok(pulled < 5_000, `pulled ${pulled} of ${entries} directory entries with no reader`);
+    let emitted = 0;
+    for await (const piece of out) emitted += (piece as Buffer).length;
+    assert.equal(emitted, entries * 512 + 1024, "all entries come through once read");
+  },
+);

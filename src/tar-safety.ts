@@ -319,12 +319,23 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
   const extract: Extract = tarExtract();
   const pack: Pack = tarPack();
   let finished = false;
+  /**
+   * Set while the consumer has not asked for more: every entry, whatever its
+   * type, then waits. Files are held back by their bodies, but a directory's
+   * or symlink's header costs pack() nothing, and an archive of a million
+   * of them would otherwise pile up in its buffer ahead of a slow extractor.
+   */
+  let waitingForRoom: { promise: Promise<void>; resolve: () => void } | undefined;
+  const room = (): Promise<void> => waitingForRoom?.promise ?? Promise.resolve();
 
   const output = new Readable({
     read() {
+      waitingForRoom?.resolve();
+      waitingForRoom = undefined;
       pack.resume();
     },
     destroy(err, callback) {
+      waitingForRoom?.resolve();
       if (!finished) {
         extract.destroy();
         pack.destroy();
@@ -344,7 +355,11 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
   // A pack error comes from an entry body failing, i.e. from the archive.
   pack.on("error", (err) => fail(malformed(err)));
   pack.on("data", (chunk) => {
-    if (!output.push(chunk)) pack.pause();
+    if (output.push(chunk) || waitingForRoom) return;
+    pack.pause();
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    waitingForRoom = { promise, resolve };
   });
   pack.on("end", () => {
     finished = true;
@@ -372,6 +387,8 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
   const copy = async (): Promise<void> => {
     try {
       for await (const entry of extract) {
+        await room();
+        if (output.destroyed) return;
         const header = checker.check(entry.header);
         if (header.type === "file") {
           await packEntry(pack, header, entry);

@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { access, lstat, mkdir, open, readdir, readlink, realpath, rm, stat } from "node:fs/promises";
+import { access, mkdir, readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { basename, delimiter, join, posix } from "node:path";
+import { basename, delimiter, dirname, join, posix, relative, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { constants as osConstants } from "node:os";
 import type { Logger } from "pino";
@@ -31,11 +31,12 @@ import {
 } from "../../src/errors.js";
 import { exitedWith } from "../../src/exec-outcome.js";
 import { PrefixCapture } from "../../src/output-capture.js";
-import { packTree } from "../../src/tar-pack.js";
 import { checkedTar } from "../../src/tar-safety.js";
 import { extractTar } from "./extract.js";
 import type { HostOptions } from "./options.js";
-import { type PathMapping, assertContained, isInside, makeContainedDir, mapPath } from "./paths.js";
+import { Directory } from "./directory.js";
+import { packEntry } from "./pack.js";
+import { type PathMapping, isInside, mapPath } from "./paths.js";
 import { signalProcessTree } from "./process-tree.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 
@@ -56,8 +57,6 @@ const outputDrainMs = 1000;
 interface HostEnvironment {
   /** The environment's root (its layout's root_path, to its commands). */
   dir: string;
-  /** Everything of the environment: dir and privateDir are inside (absent in records of berth 0.1: dir then). */
-  top?: string;
   /** Where its private directories (options.privateDirs) really are, under bubblewrap. */
   privateDir?: string;
   layout: Layout;
@@ -147,7 +146,7 @@ export class HostDriver implements Driver {
       for (const path of this.options.privateDirs) await mkdir(join(privateDir, path), { recursive: true });
     }
     const workingDir = spec.workingDir || layout.rootPath;
-    const state: HostEnvironment = { dir, top, privateDir, layout, env: spec.env, workingDir };
+    const state: HostEnvironment = { dir, privateDir, layout, env: spec.env, workingDir };
     return { state, layout };
   }
 
@@ -189,7 +188,7 @@ export class HostDriver implements Driver {
     const realWorkdir = this.toReal(ref, workdir, "workdir");
     // Created when missing, as Docker creates a container's WorkingDir (the runner expects its job directory).
     try {
-      await makeContainedDir(this.containment(env), realWorkdir);
+      await (await this.openDirectory(ref, workdir, "workdir", true)).close();
     } catch (err) {
       return { kind: "failed", message: `cannot use working directory ${workdir}: ${messageOf(err)}` };
     }
@@ -307,12 +306,30 @@ export class HostDriver implements Driver {
   }
 
   async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable): Promise<void> {
-    await extractTar(tar, this.toReal(ref, destPath, "dest_path"), this.containment(this.state(ref)));
+    const dest = await this.openDirectory(ref, destPath, "dest_path", true);
+    try {
+      await extractTar(tar, dest);
+    } finally {
+      await dest.close();
+    }
   }
 
   async copyOut(ref: EnvironmentRef, srcPath: string): Promise<Readable> {
-    const real = await this.existingPath(ref, srcPath, "src_path");
-    return packTree(real, basename(srcPath) || basename(real));
+    const { parent, name } = await this.openParent(ref, srcPath, "src_path").catch((err: unknown) => {
+      if (err instanceof BerthError && err.missingPath) {
+        throw missingPath(`${srcPath} does not exist in the environment`);
+      }
+      throw err;
+    });
+    const found = await parent.entry(name).catch(async (err: unknown) => {
+      await parent.close();
+      throw err;
+    });
+    if (!found) {
+      await parent.close();
+      throw missingPath(`${srcPath} does not exist in the environment`);
+    }
+    return packEntry(parent, name, posix.basename(srcPath) || name, this.logger);
   }
 
   async copyLocal(ref: EnvironmentRef, srcPath: string, destPath: string): Promise<void> {
@@ -326,23 +343,31 @@ export class HostDriver implements Driver {
       );
     }
     // The contents of srcPath go into destPath, as `cp -a src/. dest` does.
-    await extractTar(
-      checkedTar(packTree(src, ".")),
-      this.toReal(ref, destPath, "dest_path"),
-      this.containment(this.state(ref)),
-    );
+    const source = await Directory.open(dirname(src), dirname(src));
+    const dest = await this.openDirectory(ref, destPath, "dest_path", true);
+    try {
+      await extractTar(checkedTar(packEntry(source, basename(src), ".", this.logger)), dest);
+    } finally {
+      await dest.close();
+    }
   }
 
   async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
-    const real = this.toReal(ref, path, "src_path");
-    await assertContained(this.containment(this.state(ref)), real);
-    let handle;
+    let opened;
     try {
-      handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+      const { parent, name } = await this.openParent(ref, path, "src_path");
+      opened = await parent.openFile(name).finally(() => parent.close());
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw invalidArgument(`cannot read ${path}: ${messageOf(err)}`);
+      if (err instanceof BerthError && err.missingPath) return undefined;
+      throw err;
     }
+    if ("refused" in opened) {
+      if (opened.refused === "missing") return undefined;
+      throw invalidArgument(
+        `${path} is ${opened.refused === "symlink" ? "a symlink" : "not a regular file"}; berth reads only regular files there`,
+      );
+    }
+    const { handle } = opened;
     try {
       const buffer = Buffer.alloc(maxBytes);
       const { bytesRead } = await handle.read(buffer, 0, maxBytes, 0);
@@ -406,11 +431,6 @@ export class HostDriver implements Driver {
     return ref.state as HostEnvironment;
   }
 
-  /** The directory no path of the environment may leave (through symlinks, say). */
-  private containment(env: HostEnvironment): string {
-    return env.top ?? env.dir;
-  }
-
   /** Where the environment's own directories appear to its commands, and where they really are. */
   private mappings(env: HostEnvironment): PathMapping[] {
     const privateDirs =
@@ -438,13 +458,48 @@ export class HostDriver implements Driver {
     );
   }
 
-  private async existingPath(ref: EnvironmentRef, path: string, field: string): Promise<string> {
+  /** The environment's own directory that holds a path, and the path's components below it. */
+  private locate(
+    ref: EnvironmentRef,
+    path: string,
+    field: string,
+  ): { base: Promise<Directory>; components: string[] } {
     const real = this.toReal(ref, path, field);
-    await assertContained(this.containment(this.state(ref)), real);
-    await lstat(real).catch(() => {
-      throw missingPath(`${path} does not exist in the environment`);
-    });
-    return real;
+    const mapping = this.mappings(this.state(ref))
+      .filter((candidate) => isInside(candidate.real, real))
+      .sort((a, b) => b.real.length - a.real.length)[0];
+    const components = relative(mapping.real, real).split(sep).filter(Boolean);
+    return { base: Directory.open(mapping.real, mapping.seen), components };
+  }
+
+  /** A directory of the environment (made if `create` and missing), opened race-free (directory.ts). */
+  private async openDirectory(
+    ref: EnvironmentRef,
+    path: string,
+    field: string,
+    create: boolean,
+  ): Promise<Directory> {
+    const { base, components } = this.locate(ref, path, field);
+    const root = await base;
+    return root.walk(components, create).finally(() => root.close());
+  }
+
+  /** The open directory that holds a path, and the path's last name in it. */
+  private async openParent(
+    ref: EnvironmentRef,
+    path: string,
+    field: string,
+  ): Promise<{ parent: Directory; name: string }> {
+    const { base, components } = this.locate(ref, path, field);
+    const root = await base;
+    const name = components.pop();
+    if (name === undefined) {
+      // The mapped directory itself: its parent is berth's own.
+      await root.close();
+      const real = this.toReal(ref, path, field);
+      return { parent: await Directory.open(dirname(real), dirname(path)), name: basename(real) };
+    }
+    return { parent: await root.walk(components).finally(() => root.close()), name };
   }
 
   private layoutAt(root: string): Layout {

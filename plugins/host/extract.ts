@@ -1,74 +1,74 @@
-import { constants, createWriteStream } from "node:fs";
-import { chmod, link, lstat, mkdir, open, rm, symlink, unlink, utimes, lutimes } from "node:fs/promises";
-import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { extract, type Header } from "tar-stream";
-import { invalidArgument } from "../../src/errors.js";
-import { assertContained, makeContainedDir } from "./paths.js";
+import { Directory, fileError } from "./directory.js";
 
 /** Setuid/setgid bits are dropped: a copy must not hand out privileges. */
 const modeMask = 0o1777;
 
+/** Open directories kept while extracting, by path below the destination; the rest are reopened. */
+const cachedDirectories = 64;
+
 /**
  * Extracts a tar stream (already checked by the core: no entry escapes the
- * destination) into destDir. As a second line of defence it never writes
- * through a symlink that leads outside envDir, whoever made it.
+ * destination) into `dest`. Every entry is written through open
+ * directories (directory.ts): a directory a job swaps for a symlink while
+ * the copy runs is refused, never followed, and modes and times are set on
+ * descriptors, so nothing outside the environment is ever created, changed
+ * or chmod'ed.
  */
-export async function extractTar(tar: Readable, destDir: string, envDir: string): Promise<void> {
-  await makeContainedDir(envDir, destDir);
-  const verifiedDirs = new Set<string>([destDir]);
-  const directories: { path: string; header: Header }[] = [];
+export async function extractTar(tar: Readable, dest: Directory): Promise<void> {
+  const directories = new DirectoryCache(dest);
+  const modes: { path: string[]; header: Header }[] = [];
   const parser = extract();
 
-  const ensureParent = async (path: string) => {
-    const parent = dirname(path);
-    if (verifiedDirs.has(parent)) return;
-    await makeContainedDir(envDir, parent);
-    verifiedDirs.add(parent);
-  };
-
   const writeEntry = async (header: Header, body: Readable) => {
-    const name = header.name.replace(/^(\.\/)+/, "").replace(/\/+$/, "");
-    const target = name === "" || name === "." ? destDir : join(destDir, name);
-    if (target !== destDir) await ensureParent(target);
+    const components = header.name.split("/").filter((part) => part !== "" && part !== ".");
+    const name = components.pop();
+    if (name === undefined) {
+      // The destination itself ("./"): only its mode and time.
+      modes.push({ path: [], header });
+      body.resume();
+      return;
+    }
+    const parent = await directories.get(components);
     const mode = (header.mode ?? 0o644) & modeMask;
     switch (header.type) {
       case "directory": {
-        const existing = await lstat(target).catch(() => undefined);
-        if (existing && !existing.isDirectory()) await rm(target, { force: true });
-        await mkdir(target, { recursive: true });
-        verifiedDirs.add(target);
+        const existing = await parent.entry(name);
+        if (existing && !existing.isDirectory()) await parent.clear(name);
+        await directories.get([...components, name]);
         // Modes and times of directories are set at the end, or a read-only one would block its own content.
-        directories.push({ path: target, header });
+        modes.push({ path: [...components, name], header });
         body.resume();
         return;
       }
       case "symlink":
-        await replaceable(target);
-        await symlink(header.linkname ?? "", target);
-        if (header.mtime) await lutimes(target, header.mtime, header.mtime);
+        await parent.clear(name);
+        await parent.symlink(header.linkname ?? "", name, header.mtime);
         body.resume();
         return;
       case "link": {
-        const source = join(destDir, (header.linkname ?? "").replace(/^(\.\/)+/, ""));
-        await assertContained(envDir, source);
-        await replaceable(target);
-        await link(source, target);
+        const sourcePath = (header.linkname ?? "").split("/").filter((part) => part !== "" && part !== ".");
+        const sourceName = sourcePath.pop() ?? "";
+        const sourceParent = await directories.get(sourcePath, false);
+        await parent.clear(name);
+        await parent.link(sourceParent, sourceName, name);
         body.resume();
         return;
       }
       default: {
-        await replaceable(target);
-        // O_NOFOLLOW: never write through a symlink that appeared after the check.
-        const handle = await open(
-          target,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          mode,
-        );
-        await pipeline(body, createWriteStream("", { fd: handle }));
-        await chmod(target, mode);
-        if (header.mtime) await utimes(target, header.mtime, header.mtime);
+        await parent.clear(name);
+        const handle = await parent.createFile(name, mode);
+        try {
+          for await (const chunk of body as AsyncIterable<Buffer>) await handle.write(chunk);
+          await handle.chmod(mode);
+          if (header.mtime) await handle.utimes(header.mtime, header.mtime);
+        } catch (err) {
+          throw fileError(err, `write ${parent.shownPath(name)}`);
+        } finally {
+          await handle.close();
+        }
       }
     }
   };
@@ -82,18 +82,50 @@ export async function extractTar(tar: Readable, destDir: string, envDir: string)
       },
     );
   });
-  await pipeline(tar, parser);
-  for (const { path, header } of directories.reverse()) {
-    await chmod(path, (header.mode ?? 0o755) & modeMask);
-    if (header.mtime) await utimes(path, header.mtime, header.mtime);
+  try {
+    await pipeline(tar, parser);
+    for (const { path, header } of modes.reverse()) {
+      const dir = await directories.get(path);
+      await dir.setModeAndTime((header.mode ?? 0o755) & modeMask, header.mtime);
+    }
+  } finally {
+    await directories.closeAll();
   }
 }
 
-/** Makes way for a new entry: like tar, replace a file or link, but never a directory. */
-async function replaceable(target: string): Promise<void> {
-  const existing = await lstat(target).catch(() => undefined);
-  if (!existing) return;
-  if (existing.isDirectory())
-    throw invalidArgument(`cannot replace directory ${target} with a non-directory entry`);
-  await unlink(target);
+/**
+ * The open directories below the destination, by path: a few kept open for
+ * the entries that come next (archives come directory by directory), the
+ * others closed and walked to again when needed.
+ */
+class DirectoryCache {
+  private readonly open = new Map<string, Directory>();
+
+  constructor(private readonly dest: Directory) {}
+
+  async get(components: readonly string[], create = true): Promise<Directory> {
+    if (components.length === 0) return this.dest;
+    const key = components.join("/");
+    const cached = this.open.get(key);
+    if (cached) {
+      // Most recently used last.
+      this.open.delete(key);
+      this.open.set(key, cached);
+      return cached;
+    }
+    const parent = await this.get(components.slice(0, -1), create);
+    const dir = await parent.child(components.at(-1)!, create);
+    this.open.set(key, dir);
+    if (this.open.size > cachedDirectories) {
+      const [oldestKey, oldest] = this.open.entries().next().value!;
+      this.open.delete(oldestKey);
+      await oldest.close();
+    }
+    return dir;
+  }
+
+  async closeAll(): Promise<void> {
+    for (const dir of this.open.values()) await dir.close();
+    this.open.clear();
+  }
 }
