@@ -128,6 +128,8 @@ backends:
     options:
       root: ${dir}/host
       isolation: bwrap
+    limits:
+      maxEnvironments: ${plan.find((p) => p.backend === "host")?.environments ?? 1}
   docker:
     driver: docker
 logging:

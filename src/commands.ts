@@ -113,8 +113,10 @@ async function withBackends<T>(
   const backends: Backend[] = [];
   try {
     for (const backendConfig of config.backends) {
-      await provisionBackend(backendConfig, { logger, instance: config.instance, drivers }, (made) =>
-        backends.push(made),
+      await provisionBackend(
+        backendConfig,
+        { logger, instance: config.instance, drivers, serving: false },
+        (made) => backends.push(made),
       );
     }
     return await fn(backends);

@@ -62,7 +62,8 @@ const listenerSchema = z
 
 const limitsSchema = z
   .object({
-    maxEnvironments: z.number().int().positive().optional(),
+    /** Default 24: below the 31 bridge networks a Docker engine's default address pools hold. */
+    maxEnvironments: z.number().int().positive().default(24),
     /** How long a Create at maxEnvironments waits for an environment to be removed; 0: refuse at once. */
     createWaitSeconds: z.number().nonnegative().default(300),
     maxCopyInBytes: z.number().int().positive().optional(),
@@ -77,7 +78,7 @@ const backendSchema = z
   .object({
     driver: z.string().min(1),
     options: z.record(z.string(), z.unknown()).default({}),
-    limits: limitsSchema.default({ rpcTimeoutSeconds: {}, createWaitSeconds: 300 }),
+    limits: limitsSchema.default({ rpcTimeoutSeconds: {}, createWaitSeconds: 300, maxEnvironments: 24 }),
     /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
     strictBackendOptions: z.boolean().default(false),
   })
@@ -110,6 +111,10 @@ export const configSchema = z
       .strict()
       .optional(),
     shutdownGraceSeconds: z.number().nonnegative().default(10),
+    /** A connection with no call in flight for this long is closed (the runner reconnects by itself). */
+    idleConnectionSeconds: z.number().positive().default(300),
+    /** Health checks and Capabilities calls one caller may make a second (burst: twice); 0: no limit. */
+    probesPerSecond: z.number().nonnegative().default(100),
     /** Remove every environment when berth stops, instead of keeping them for the next start. */
     removeOnShutdown: z.boolean().default(false),
     /** Where berth keeps its records of environments (re-adopted after a restart). */
@@ -196,6 +201,10 @@ export interface DaemonConfig {
   listeners: ListenerConfig[];
   /** How long in-flight calls may finish after a shutdown begins before they are cancelled. */
   shutdownGraceMs: number;
+  /** A connection without calls this long is closed. */
+  idleConnectionMs: number;
+  /** Health checks and Capabilities calls a caller may make a second; 0: no limit. */
+  probesPerSecond: number;
   logging: { level: LogLevel; format: "auto" | "json" | "pretty" };
   metrics?: { listen: string };
   audit?: { destination: string };
@@ -329,7 +338,7 @@ export async function loadConfig(
     backends.set(flagBackend, {
       driver: flagBackend,
       options: {},
-      limits: { rpcTimeoutSeconds: {}, createWaitSeconds: 300 },
+      limits: { rpcTimeoutSeconds: {}, createWaitSeconds: 300, maxEnvironments: 24 },
       strictBackendOptions: false,
       fromFlags: true,
       flagOptions: new Set(),
@@ -500,6 +509,8 @@ export async function loadConfig(
     ),
     listeners: resolvedListeners,
     shutdownGraceMs: (flags.shutdownGrace ?? fileConfig.shutdownGraceSeconds) * 1000,
+    idleConnectionMs: Math.round(fileConfig.idleConnectionSeconds * 1000),
+    probesPerSecond: fileConfig.probesPerSecond,
     logging: { level: flags.logLevel ?? fileConfig.logging.level, format: fileConfig.logging.format },
     removeOnShutdown: fileConfig.removeOnShutdown,
     stateDir: resolve(flags.stateDir ?? fileConfig.stateDir),

@@ -23,6 +23,7 @@ import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
 import { PluginCallTracker, rpcBoundary } from "./rpc-boundary.js";
+import { CallerRateLimit } from "./rate-limit.js";
 import { activatedListener } from "./systemd.js";
 import { TlsFileProvider } from "./tls-files.js";
 import { bindWithMode, claimSocketPath, releaseSocketPath } from "./unix-socket.js";
@@ -57,13 +58,19 @@ export interface Daemon {
  */
 export async function provisionBackend(
   config: BackendConfig,
-  { logger, instance, drivers }: { logger: Logger; instance: string; drivers: DriverRegistry },
+  {
+    logger,
+    instance,
+    drivers,
+    serving,
+  }: { logger: Logger; instance: string; drivers: DriverRegistry; serving: boolean },
   made: (backend: Backend) => void = () => {},
 ): Promise<Backend> {
   const factory = await drivers.factory(config.driver);
   const driver = factory.create(config.options, {
     logger: logger.child({ driver: factory.name, backend: config.name }),
     instance,
+    serving,
   });
   const backend = {
     name: config.name,
@@ -93,6 +100,18 @@ const serverOptions = {
 };
 
 const pluginServiceNames = ["plugin.v1.BackendPlugin", "plugin.v1alpha.BackendPlugin"];
+
+/**
+ * Reflection's older generation, grpc.reflection.v1alpha, which grpcurl
+ * before 1.8.8 and other older tools ask for: the same messages as v1 under
+ * another package, so the same implementation serves it.
+ */
+const v1alphaReflectionService = Object.fromEntries(
+  Object.entries(ServerReflectionService).map(([name, method]) => [
+    name,
+    { ...method, path: method.path.replace("/grpc.reflection.v1.", "/grpc.reflection.v1alpha.") },
+  ]),
+) as typeof ServerReflectionService;
 
 /**
  * Builds one berth daemon: a driver per backend, the core, and a gRPC server
@@ -125,6 +144,7 @@ export function createDaemon({
   /** Listeners a reload removed, still finishing their calls. */
   const closing = new Set<Promise<void>>();
   const calls = new PluginCallTracker();
+  const probes = new CallerRateLimit(config.probesPerSecond);
   let endGrace: () => void = () => {};
   let current = config;
   let backends = new Map<string, Backend>();
@@ -189,8 +209,10 @@ export function createDaemon({
     const made = new Map<string, Backend>();
     try {
       for (const backendConfig of configs) {
-        await provisionBackend(backendConfig, { logger, instance: current.instance, drivers }, (backend) =>
-          made.set(backend.name, backend),
+        await provisionBackend(
+          backendConfig,
+          { logger, instance: current.instance, drivers, serving: true },
+          (backend) => made.set(backend.name, backend),
         );
       }
     } catch (err) {
@@ -234,11 +256,13 @@ export function createDaemon({
     const slot = { config: listener, backend } as Slot;
     const server = createServer({
       ...serverOptions,
+      "grpc.max_connection_idle_ms": current.idleConnectionMs,
       interceptors: [callerInterceptor({ kind: transport, address: listener.address })],
     }).use(
       rpcBoundary({
         logger: logger.child({ listener: listener.address }),
         calls,
+        probes,
         metrics,
         audit: () => audit,
         listener: () => ({
@@ -254,7 +278,9 @@ export function createDaemon({
     server.add(V1Definition, createV1Service(adapterDeps));
     server.add(V1alphaDefinition, createV1alphaService(adapterDeps));
     server.add(HealthDefinition, HealthServiceImpl(health));
-    server.add(ServerReflectionService, ServerReflection(descriptorSet, pluginServiceNames));
+    const reflection = ServerReflection(descriptorSet, pluginServiceNames);
+    server.add(ServerReflectionService, reflection);
+    server.add(v1alphaReflectionService, reflection);
     if (address.kind === "unix") {
       await claimSocketPath(address.path);
       const inode = await bindWithMode(address.path, listener.socketMode ?? 0o660, () =>

@@ -109,6 +109,12 @@ export interface DriverContext {
    * namespace never take each other's environments for orphans.
    */
   instance: string;
+  /**
+   * True for the daemon, which may claim what it uses for itself (the host
+   * driver's instance directory); false for `berth gc` and `berth validate`,
+   * which run beside it.
+   */
+  serving: boolean;
 }
 
 /** An environment whose resources a driver found (for the reconciler). */

@@ -18,15 +18,12 @@ import { invalidArgument } from "./errors.js";
  *
  * Anything else is an INVALID_ARGUMENT error naming the 1-based line, and so
  * is a NUL byte in a name or value, which no process environment can hold.
+ * Errors name lines, lengths and variable names, never a line's text or a
+ * value: a secret written without a heredoc (a PEM key) must not reach a log.
  */
 
 /** The most of an env file that callers read; a larger file is refused. */
 export const maxEnvFileBytes = 1024 * 1024;
-
-/** A line for a message: quoted, escaped, and cut when long. */
-function quote(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
-}
 
 /** Parses GITHUB_ENV content into the variables it sets. */
 export function parseEnvFile(content: string): Record<string, string> {
@@ -35,7 +32,7 @@ export function parseEnvFile(content: string): Record<string, string> {
   const vars = new Map<string, string>();
   const fail = (index: number, what: string) => invalidArgument(`env file line ${index + 1}: ${what}`);
   const set = (index: number, name: string, value: string) => {
-    if (name.includes("\0")) throw fail(index, `the name ${quote(name)} contains a NUL byte`);
+    if (name.includes("\0")) throw fail(index, "a variable name contains a NUL byte");
     if (value.includes("\0")) throw fail(index, `the value of ${name} contains a NUL byte`);
     vars.delete(name); // keep the order of the last assignment
     vars.set(name, value);
@@ -65,7 +62,7 @@ export function parseEnvFile(content: string): Record<string, string> {
       if (end === -1) {
         throw fail(
           i,
-          `${quote(delimiter)} block for ${name} is never closed; a NAME<<DELIMITER block ends with a line holding just DELIMITER`,
+          `the block for ${name} is never closed (its ${delimiter.length}-character delimiter never stands alone on a line); a NAME<<DELIMITER block ends with a line holding just DELIMITER`,
         );
       }
       set(i, name, lines.slice(i + 1, end).join("\n"));
@@ -73,7 +70,10 @@ export function parseEnvFile(content: string): Record<string, string> {
       continue;
     }
 
-    throw fail(i, `expected NAME=value or NAME<<DELIMITER, got ${quote(line)}`);
+    throw fail(
+      i,
+      `expected NAME=value or NAME<<DELIMITER, got a line of ${line.length} characters with neither`,
+    );
   }
 
   return Object.fromEntries(vars);

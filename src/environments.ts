@@ -13,6 +13,7 @@ import type {
   Layout,
 } from "./driver.js";
 import { EnvironmentSlots } from "./environment-slots.js";
+import { checkEnv, checkExecSpec, redactError, redactResult } from "./exec-request.js";
 import { parseEnvFile, maxEnvFileBytes } from "./env-file.js";
 import { BerthError, Status, invalidArgument, messageOf, notFound } from "./errors.js";
 import { EventChannel } from "./event-channel.js";
@@ -119,6 +120,7 @@ export class EnvironmentService {
         `the environment's timeout is ${spec.timeoutMs / 1000} s: the job's deadline passed before its environment could be created`,
       );
     }
+    checkEnv(spec.env, "Create's env");
     const { known, ignored } = this.splitBackendOptions(backend, spec.backendOptions, log);
     await this.slots.take(backend, signal, log);
     this.creating.add(id);
@@ -283,6 +285,7 @@ export class EnvironmentService {
         'command is empty: Exec needs at least the program to run, e.g. ["sh", "-c", "…"]',
       );
     }
+    checkExecSpec(spec);
     return this.streaming<ExecEvent>(id, "exec", signal, async (env, opSignal, events) => {
       const sink = (stream: "stdout" | "stderr") =>
         channelWritable(events, (data): ExecEvent => ({ type: "output", stream, data }));
@@ -293,8 +296,11 @@ export class EnvironmentService {
       let outcome: ExecOutcome = "error";
       let result: ExecResult;
       try {
-        result = await env.backend.driver.exec(env.ref, resolved, sinks, opSignal);
+        result = redactResult(await env.backend.driver.exec(env.ref, resolved, sinks, opSignal), spec.env);
         outcome = result.kind;
+      } catch (err) {
+        // A backend's own message (an engine quoting TOKEN=…) must not carry values to the job log.
+        throw redactError(err, spec.env);
       } finally {
         if (opSignal.aborted) {
           outcome = "cancelled";
@@ -349,14 +355,19 @@ export class EnvironmentService {
       });
       let refusal: Error | undefined;
       checked.on("error", (err) => (refusal ??= err));
+      // Remove or a deadline ends the copy even while the client sends nothing at all.
+      const stop = () => checked.destroy(opSignal.reason as Error);
+      opSignal.addEventListener("abort", stop, { once: true });
       try {
         await env.backend.driver.copyIn(env.ref, dest, checked, opSignal);
       } catch (err) {
         // The checker's own verdict names the bad entry; prefer it to the driver's echo of it.
         throw refusal instanceof BerthError ? refusal : err;
       } finally {
+        opSignal.removeEventListener("abort", stop);
         this.countCopy(env.backend, "in", received);
       }
+      if (opSignal.aborted) throw opSignal.reason;
       if (refusal !== undefined) throw refusal;
     });
   }

@@ -1,14 +1,17 @@
 import { ServerError, type ServerMiddleware } from "nice-grpc";
 import type { Logger } from "pino";
 import { type AuditLog, argvDigest } from "./audit.js";
-import { callerAllowed, callerOf, describeCaller } from "./caller.js";
+import { type Caller, callerAllowed, callerOf, describeCaller } from "./caller.js";
 import { BerthError, Status, isAbortError } from "./errors.js";
 import type { Metrics } from "./metrics.js";
+import type { CallerRateLimit } from "./rate-limit.js";
 import type { RpcContextExt, RpcInfo } from "./protocol/common.js";
 
 export interface BoundaryDeps {
   logger: Logger;
   calls: PluginCallTracker;
+  /** Per-caller rate of health checks and Capabilities calls. */
+  probes: CallerRateLimit;
   metrics: Metrics;
   /** The audit log now (a reload may open another). */
   audit: () => AuditLog | undefined;
@@ -51,6 +54,12 @@ export function rpcBoundary(deps: BoundaryDeps): ServerMiddleware<RpcContextExt>
         throw new BerthError(
           Status.PERMISSION_DENIED,
           `${describeCaller(caller)} is not allowed on ${listener.address} (tls.allowedClients)`,
+        );
+      }
+      if (probeMethods.has(call.method.path) && !deps.probes.take(callerKey(caller, listener.address))) {
+        throw new BerthError(
+          Status.RESOURCE_EXHAUSTED,
+          `${describeCaller(caller)} calls ${method} more often than berth allows (probesPerSecond); slow down`,
         );
       }
       if (plugin && calls.draining) {
@@ -116,6 +125,25 @@ export function rpcBoundary(deps: BoundaryDeps): ServerMiddleware<RpcContextExt>
       }
     }
   };
+}
+
+/** The calls a client can flood cheaply, which berth rate-limits per caller. */
+const probeMethods = new Set([
+  "/grpc.health.v1.Health/Check",
+  "/grpc.health.v1.Health/Watch",
+  "/plugin.v1.BackendPlugin/Capabilities",
+  "/plugin.v1alpha.BackendPlugin/Capabilities",
+]);
+
+/**
+ * Whom a rate applies to: the client certificate, else the peer's address
+ * without its port; on a unix socket (Node cannot read the peer's uid) every
+ * client of the listener shares one.
+ */
+function callerKey(caller: Caller | undefined, listener: string): string {
+  if (caller?.subject) return `tls:${caller.subject}`;
+  if (caller?.transport === "tcp") return `tcp:${caller.address.replace(/:\d+$/, "")}`;
+  return `listener:${listener}`;
 }
 
 /**

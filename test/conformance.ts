@@ -11,6 +11,7 @@ import { type Generation, type PluginClient, openChannel, v1Client, v1alphaClien
 import { parseEnvFile } from "../src/env-file.js";
 import { type DaemonProcess, startDaemon } from "./support/daemon-process.js";
 import { processGone } from "./support/processes.js";
+import { within } from "./support/rpc.js";
 import { bigFileTar, once, readTar, tarOf } from "./support/tar.js";
 
 export interface ConformanceTarget {
@@ -428,6 +429,55 @@ export function conformanceSuite(target: ConformanceTarget): void {
           while (left !== "0" && Date.now() < deadline) left = (await run(client(), id, count)).stdout.trim();
           assert.equal(left, "0", "no copy helper is left running");
           assert.equal((await run(client(), id, ["echo", "next"])).stdout, "next\n");
+        });
+
+        test("an Exec whose output the client stops reading, then cancels, leaves the environment answering", async (t) => {
+          const id = await environment(t);
+          const raw = generation === "v1" ? clients.v1!.raw : clients.v1alpha!.raw;
+          const cancel = new AbortController();
+          const calls = raw.exec(
+            {
+              environmentId: id,
+              command: ["sh", "-c", "head -c 67108864 /dev/zero"],
+              env: {},
+              user: "",
+              workdir: "",
+            },
+            { signal: cancel.signal },
+          );
+          const stream = calls[Symbol.asyncIterator]();
+          await stream.next(); // one message, then nothing read: the output backs up
+          await new Promise((resolve) => setTimeout(resolve, 2000));
+          cancel.abort();
+          await stream.next().catch(() => undefined);
+          const echo = await within(run(client(), id, ["echo", "still here"]), 20_000, "the next Exec");
+          assert.equal(echo.stdout, "still here\n");
+          if (generation === "v1")
+            await within(clients.v1!.raw.isHealthy({ environmentId: id }), 20_000, "IsHealthy");
+          await within(client().remove(id), 20_000, "Remove");
+        });
+
+        test("a CopyIn whose client stops sending does not hold up Remove", async () => {
+          const { id } = await client().create({ image: target.image });
+          await client().start(id);
+          const raw = generation === "v1" ? clients.v1!.raw : clients.v1alpha!.raw;
+          let release!: () => void;
+          const never = new Promise<void>((resolve) => (release = resolve));
+          async function* stalled() {
+            yield { environmentId: id, destPath: `${rootPath}/stalled`, data: Buffer.alloc(0) };
+            await never;
+          }
+          const copying = raw.copyIn(stalled()).then(
+            () => "finished",
+            (err: { code?: Status }) => Status[err.code ?? 0],
+          );
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          try {
+            await within(client().remove(id), 20_000, "Remove during a stalled CopyIn");
+            assert.match(await within(copying, 20_000, "the stalled CopyIn"), /ABORTED|NOT_FOUND|CANCELLED/);
+          } finally {
+            release();
+          }
         });
 
         test("calls on one environment overlap: an Exec runs while another waits for it", async (t) => {

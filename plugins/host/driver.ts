@@ -38,6 +38,7 @@ import { Directory } from "./directory.js";
 import { packEntry } from "./pack.js";
 import { type PathMapping, isInside, mapPath } from "./paths.js";
 import { signalProcessTree } from "./process-tree.js";
+import { RootOwner } from "./root-owner.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -55,6 +56,8 @@ const execMarker = "BERTH_EXEC_ID";
 const outputDrainMs = 1000;
 
 interface HostEnvironment {
+  /** Everything of the environment, removed at Remove (records of berth 0.1 have none: dir then). */
+  top?: string;
   /** The environment's root (its layout's root_path, to its commands). */
   dir: string;
   /** Where its private directories (options.privateDirs) really are, under bubblewrap. */
@@ -78,12 +81,20 @@ export class HostDriver implements Driver {
   /** Output pipes of finished commands still held open by their background processes, per environment. */
   private readonly lingering = new Map<string, Set<ChildProcess>>();
 
+  /** This instance's own directory under the root: berths sharing a root never see each other's. */
+  private readonly instanceDir: string;
+  private readonly owner: RootOwner;
+
   constructor(
     private readonly options: HostOptions,
     private readonly logger: Logger,
+    instance: string,
+    private readonly serving: boolean,
   ) {
-    this.envsDir = join(options.root, "envs");
-    this.mountPoint = join(options.root, "env");
+    this.instanceDir = join(options.root, instance);
+    this.envsDir = join(this.instanceDir, "envs");
+    this.mountPoint = join(this.instanceDir, "env");
+    this.owner = new RootOwner(this.instanceDir, instance);
   }
 
   async provision(): Promise<void> {
@@ -92,9 +103,10 @@ export class HostDriver implements Driver {
       await mkdir(this.mountPoint, { recursive: true, mode: 0o700 });
     } catch (err) {
       throw failedPrecondition(
-        `driver host: provision: cannot create ${this.options.root}: ${messageOf(err)}`,
+        `driver host: provision: cannot create ${this.instanceDir}: ${messageOf(err)}`,
       );
     }
+    if (this.serving) await this.owner.claim();
     if (this.options.isolation === "none") return;
     const problem = await this.probeBubblewrap();
     if (problem === undefined) {
@@ -146,7 +158,7 @@ export class HostDriver implements Driver {
       for (const path of this.options.privateDirs) await mkdir(join(privateDir, path), { recursive: true });
     }
     const workingDir = spec.workingDir || layout.rootPath;
-    const state: HostEnvironment = { dir, privateDir, layout, env: spec.env, workingDir };
+    const state: HostEnvironment = { top, dir, privateDir, layout, env: spec.env, workingDir };
     return { state, layout };
   }
 
@@ -393,7 +405,8 @@ export class HostDriver implements Driver {
       child.stderr?.destroy();
     }
     this.lingering.delete(ref.id);
-    await rm(this.envDir(ref.id), { recursive: true, force: true });
+    const state = ref.state as HostEnvironment | undefined;
+    await rm(state?.top ?? state?.dir ?? this.envDir(ref.id), { recursive: true, force: true });
   }
 
   /** Stops reading what background processes still write; the environments stay, for the next berth to adopt. */
@@ -405,10 +418,11 @@ export class HostDriver implements Driver {
       }
     }
     this.lingering.clear();
+    await this.owner.release();
   }
 
   async adopt(ref: EnvironmentRef): Promise<boolean> {
-    return (await stat(this.envDir(ref.id)).catch(() => undefined))?.isDirectory() ?? false;
+    return (await stat(this.state(ref).dir).catch(() => undefined))?.isDirectory() ?? false;
   }
 
   async listManaged(): Promise<ManagedEnvironment[]> {
@@ -535,12 +549,12 @@ export class HostDriver implements Driver {
       if (entry.isSymbolicLink()) args.push("--symlink", await readlink(path), path);
       else args.push("--dev-bind", path, path);
     }
-    args.push("--bind", env.dir, this.mountPoint);
+    // berth's whole root (every instance's environments) is out of sight; then this one's is mounted.
+    args.push("--tmpfs", this.options.root, "--bind", env.dir, this.mountPoint);
     if (env.privateDir !== undefined) {
       for (const dir of this.options.privateDirs) args.push("--bind", join(env.privateDir, dir), dir);
     }
-    // Other environments' directories stay out of sight.
-    args.push("--tmpfs", this.envsDir, "--chdir", workdir, "--die-with-parent");
+    args.push("--chdir", workdir, "--die-with-parent");
     return args;
   }
 

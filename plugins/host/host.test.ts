@@ -36,6 +36,8 @@ describe("host driver with bubblewrap", () => {
     await mkdir(join(localRoot, "action"));
     await writeFile(join(localRoot, "action", "action.yml"), "name: local action\n");
     daemon = await startDaemon([
+      "--instance",
+      "host-test",
       "--backend-opt",
       `root=${root}`,
       "--backend-opt",
@@ -63,8 +65,12 @@ describe("host driver with bubblewrap", () => {
       await client.copyIn(b.id, rootPath, once(await tarOf([{ name: "mine", content: "b" }])));
       assert.equal((await stdoutOf(client, a.id, ["cat", `${rootPath}/mine`])).stdout, "a");
       assert.equal((await stdoutOf(client, b.id, ["cat", `${rootPath}/mine`])).stdout, "b");
-      const others = await stdoutOf(client, a.id, ["ls", "-A", join(root, "envs")]);
-      assert.equal(others.stdout, "", "other environments' directories are hidden");
+      const others = await stdoutOf(client, a.id, ["ls", "-A", root, join(root, "host-test")]);
+      assert.equal(
+        others.stdout,
+        `${root}:\nhost-test\n\n${join(root, "host-test")}:\nenv\n`,
+        "berth's root shows only this environment's mount point: other environments are hidden",
+      );
     } finally {
       await client.remove(a.id);
       await client.remove(b.id);
@@ -186,24 +192,31 @@ describe("host driver with bubblewrap", () => {
   });
 
   test("what the host driver cannot do is refused at Create and leaves nothing behind", async () => {
-    const before = await readdir(join(root, "envs"));
+    const before = await readdir(join(root, "host-test", "envs"));
     await assert.rejects(
       client.create({ services: [{ name: "db", image: "postgres" }] }),
       /cannot run service containers/,
     );
-    assert.deepEqual(await readdir(join(root, "envs")), before);
+    assert.deepEqual(await readdir(join(root, "host-test", "envs")), before);
   });
 });
 
 describe("host driver without bubblewrap", () => {
   test("serves plugin.v1alpha with real paths, names signals, and explains why plugin.v1 is unavailable", async () => {
     const root = await mkdtemp(join(tmpdir(), "berth-host-root-"));
-    const daemon = await startDaemon(["--backend-opt", `root=${root}`, "--backend-opt", "isolation=none"]);
+    const daemon = await startDaemon([
+      "--instance",
+      "plain",
+      "--backend-opt",
+      `root=${root}`,
+      "--backend-opt",
+      "isolation=none",
+    ]);
     const channel = openChannel(daemon.address);
     try {
       const client = v1alphaClient(channel);
       const { id, layout } = await client.create({});
-      assert.equal(layout?.rootPath, join(root, "envs", id, "root"));
+      assert.equal(layout?.rootPath, join(root, "plain", "envs", id, "root"));
       assert.equal((await stdoutOf(client, id, ["pwd"])).stdout, `${layout?.rootPath}\n`);
       let stderr = "";
       const killed = await client.exec(id, ["sh", "-c", "kill -9 $$"], {

@@ -12,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { createClient } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
 import { Status } from "nice-grpc";
+import { connectivityState } from "@grpc/grpc-js";
 import { openChannel, v1Client, v1alphaClient } from "../../src/client.js";
 import { messageOf } from "../../src/errors.js";
 import { makeTestPki, type TestPki } from "../support/certificates.js";
@@ -534,6 +535,72 @@ describe("listener security settings", () => {
       async () => {
         await daemon.stop();
         for (const pki of [before, rotated]) await rm(pki.dir, { recursive: true, force: true });
+        await rm(dir, { recursive: true, force: true });
+      },
+    );
+  });
+});
+
+describe("connections and callers", () => {
+  test("a connection without calls is closed after idleConnectionSeconds; the client's next call reconnects", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-idle-"));
+    const daemon = await serveConfig(
+      dir,
+      "listeners:\n  - address: unix://DIR/berth.sock\nidleConnectionSeconds: 1\n",
+    );
+    const channel = openChannel(daemon.address);
+    await withCleanup(
+      async () => {
+        const client = v1alphaClient(channel);
+        assert.equal((await client.capabilities()).name, "host");
+        const ready = connectivityState.READY;
+        assert.equal(channel.getConnectivityState(false), ready);
+        for (let i = 0; i < 50 && channel.getConnectivityState(false) === ready; i++) await delay(100);
+        assert.notEqual(channel.getConnectivityState(false), ready, "berth closed the idle connection");
+        assert.equal((await client.capabilities()).name, "host", "and the next call opened a new one");
+      },
+      async () => {
+        channel.close();
+        await daemon.stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    );
+  });
+
+  test("a caller flooding health checks and Capabilities gets RESOURCE_EXHAUSTED; its Execs go on", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-probes-"));
+    const daemon = await serveConfig(
+      dir,
+      "listeners:\n  - address: unix://DIR/berth.sock\nprobesPerSecond: 5\n",
+    );
+    const channel = openChannel(daemon.address);
+    await withCleanup(
+      async () => {
+        const client = v1alphaClient(channel);
+        const health = createClient(HealthDefinition, channel);
+        const outcomes = await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            (i % 2 === 0 ? health.check({ service: "" }) : client.capabilities()).then(
+              () => "ok",
+              (err: { code?: Status; details?: string }) => `${Status[err.code ?? 0]} ${err.details}`,
+            ),
+          ),
+        );
+        const refused = outcomes.filter((outcome) => outcome !== "ok");
+        assert.ok(
+          outcomes.filter((outcome) => outcome === "ok").length >= 10,
+          "the burst (twice the rate) passes",
+        );
+        assert.ok(refused.length >= 20, `most of a flood of 40 is refused: ${refused.length}`);
+        for (const outcome of refused)
+          assert.match(outcome, /^RESOURCE_EXHAUSTED .* more often than berth allows \(probesPerSecond\)/);
+        const { id } = await client.create({});
+        assert.equal((await client.exec(id, ["true"])).exitCode, 0, "Exec is not rate-limited");
+        await client.remove(id);
+      },
+      async () => {
+        channel.close();
+        await daemon.stop();
         await rm(dir, { recursive: true, force: true });
       },
     );

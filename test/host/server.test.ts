@@ -55,39 +55,40 @@ describe("a serving daemon", () => {
     assert.equal(stat.mode & 0o777, 0o660);
   });
 
-  test("lists both plugin services through server reflection", async () => {
-    const client = new Client(daemon.address, credentials.createInsecure());
-    const call = client.makeBidiStreamRequest(
-      "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-      (request: Buffer) => request,
-      (response: Buffer) => response,
-      new Metadata(),
-    );
-    // ServerReflectionRequest { list_services (7) = "" }
-    call.write(Buffer.from([0x3a, 0x00]));
-    call.end();
-    const names: string[] = [];
-    for await (const response of call as AsyncIterable<Buffer>) {
-      const reader = protobuf.Reader.create(response);
-      while (reader.pos < reader.len) {
-        const tag = reader.uint32();
-        if (tag >>> 3 !== 6) {
-          reader.skipType(tag & 7);
-          continue;
-        }
-        // list_services_response (6) { service (1) { name (1) } }
-        const list = protobuf.Reader.create(reader.bytes());
-        while (list.pos < list.len) {
-          list.uint32();
-          const service = protobuf.Reader.create(list.bytes());
-          service.uint32();
-          names.push(service.string());
+  for (const reflection of ["v1", "v1alpha"])
+    test(`lists both plugin services through server reflection (grpc.reflection.${reflection}, as older grpcurl asks)`, async () => {
+      const client = new Client(daemon.address, credentials.createInsecure());
+      const call = client.makeBidiStreamRequest(
+        `/grpc.reflection.${reflection}.ServerReflection/ServerReflectionInfo`,
+        (request: Buffer) => request,
+        (response: Buffer) => response,
+        new Metadata(),
+      );
+      // ServerReflectionRequest { list_services (7) = "" }
+      call.write(Buffer.from([0x3a, 0x00]));
+      call.end();
+      const names: string[] = [];
+      for await (const response of call as AsyncIterable<Buffer>) {
+        const reader = protobuf.Reader.create(response);
+        while (reader.pos < reader.len) {
+          const tag = reader.uint32();
+          if (tag >>> 3 !== 6) {
+            reader.skipType(tag & 7);
+            continue;
+          }
+          // list_services_response (6) { service (1) { name (1) } }
+          const list = protobuf.Reader.create(reader.bytes());
+          while (list.pos < list.len) {
+            list.uint32();
+            const service = protobuf.Reader.create(list.bytes());
+            service.uint32();
+            names.push(service.string());
+          }
         }
       }
-    }
-    client.close();
-    assert.deepEqual(names.sort(), ["plugin.v1.BackendPlugin", "plugin.v1alpha.BackendPlugin"]);
-  });
+      client.close();
+      assert.deepEqual(names.sort(), ["plugin.v1.BackendPlugin", "plugin.v1alpha.BackendPlugin"]);
+    });
 
   test("accepts messages above gRPC's 4 MiB default (runners send up to 32 MiB)", async () => {
     const channel = openChannel(daemon.address);

@@ -12,18 +12,9 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Status } from "nice-grpc";
 import { openChannel, v1Client, v1alphaClient } from "../../src/client.js";
-import { type DaemonProcess, startDaemon } from "../support/daemon-process.js";
-import { execOutput } from "../support/rpc.js";
+import { type DaemonProcess, startDaemon, startDaemonExpectingFailure } from "../support/daemon-process.js";
+import { execOutput, within } from "../support/rpc.js";
 import { once, readTar, tarOf } from "../support/tar.js";
-
-/** Fails with a clear message instead of hanging when a call does not answer. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 describe("hostile jobs on the host driver", () => {
   let daemon: DaemonProcess;
@@ -165,5 +156,40 @@ describe("hostile jobs on the host driver", () => {
     }
     await v1alpha().remove(id);
     await growing;
+  });
+
+  test("two berths on one host root keep to their own instance; a second berth of the same instance is refused", async (t) => {
+    const shared = await mkdtemp(join(tmpdir(), "berth-shared-root-"));
+    t.after(() => rm(shared, { recursive: true, force: true }));
+    const alpha = await startDaemon(["--instance", "alpha", "--backend-opt", `root=${shared}`]);
+    t.after(() => alpha.stop().then(() => undefined));
+    const alphaChannel = openChannel(alpha.address);
+    t.after(() => alphaChannel.close());
+    const { id } = await v1alphaClient(alphaChannel).create({});
+    // A reconciler that takes anything without a record for an orphan at once.
+    const config = join(shared, "beta.yaml");
+    await writeFile(config, "reconciler:\n  orphanGraceSeconds: 0\n  intervalSeconds: 1\n");
+    const beta = await startDaemon([
+      "--config",
+      config,
+      "--instance",
+      "beta",
+      "--backend-opt",
+      `root=${shared}`,
+    ]);
+    t.after(() => beta.stop().then(() => undefined));
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const still = await execOutput(v1alphaClient(alphaChannel), id, ["echo", "mine"]);
+    assert.equal(still.stdout, "mine\n", "beta's reconciler left alpha's environment alone");
+    assert.deepEqual((await readdir(shared)).sort(), ["alpha", "beta", "beta.yaml"]);
+    const twin = await startDaemonExpectingFailure([
+      "--instance",
+      "alpha",
+      "--backend-opt",
+      `root=${shared}`,
+    ]);
+    assert.notEqual(twin.code, 0);
+    assert.match(twin.stderr, /another berth \(pid \d+\) uses .* as instance alpha/);
+    await v1alphaClient(alphaChannel).remove(id);
   });
 });

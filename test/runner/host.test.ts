@@ -8,11 +8,21 @@ const root = mkdtempSync(join(tmpdir(), "berth-runner-host-"));
 
 runnerSuite({
   driver: "host",
-  serveArgs: ["--backend", "host", "--backend-opt", "isolation=bwrap", "--backend-opt", `root=${root}`],
+  serveArgs: [
+    "--instance",
+    "runner-host",
+    "--backend",
+    "host",
+    "--backend-opt",
+    "isolation=bwrap",
+    "--backend-opt",
+    `root=${root}`,
+  ],
   labelArg: "host",
   leftovers: async (id) => {
-    const directory = await access(join(root, "envs", id)).then(
-      () => [`directory ${join(root, "envs", id)}`],
+    const dir = join(root, "runner-host", "envs", id);
+    const directory = await access(dir).then(
+      () => [`directory ${dir}`],
       () => [],
     );
     return [...directory, ...(await processesOfEnvironment(id))];

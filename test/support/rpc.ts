@@ -107,3 +107,16 @@ export async function assertCutExecFails(
   assert.equal(left, "0", "the interrupted command was stopped");
   assert.equal((await client.exec(id, ["true"])).exitCode, 0, "the environment still works");
 }
+
+/** Fails with a clear message instead of hanging when a call does not answer in time. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -58,6 +58,8 @@ describe("flags and the file", () => {
 
   test("without a file: the host driver on ./berth.sock, or what the flags say", async () => {
     const plain = await loadConfig(noFlags, drivers);
+    assert.equal(plain.backends[0].limits.maxEnvironments, 24, "a default under Docker's 31 bridge networks");
+    assert.deepEqual([plain.idleConnectionMs, plain.probesPerSecond], [300_000, 100]);
     assert.deepEqual(
       plain.listeners.map((l) => [l.address, l.backend]),
       [["unix://./berth.sock", "host"]],
