@@ -12,7 +12,12 @@ import {
   startDaemon,
   startDaemonExpectingFailure,
 } from "../../test/support/daemon-process.js";
-import { dockerTestOptions, ensureTestImages, testImages } from "../../test/support/docker-images.js";
+import {
+  dockerObjectsLabelled,
+  dockerTestOptions,
+  ensureTestImages,
+  testImages,
+} from "../../test/support/docker-images.js";
 import { registryAuth } from "./driver.js";
 import {
   assertCutExecFails,
@@ -25,20 +30,6 @@ import { Relay } from "../../test/support/relay.js";
 
 const docker = await dockerTestOptions();
 if (!docker.skip) await ensureTestImages();
-
-/** Names of containers, networks and volumes carrying a label filter. */
-function objectsLabelled(filter: string): string[] {
-  const list = (args: string[], format: string) =>
-    execFileSync("docker", [...args, "--filter", `label=${filter}`, "--format", format], { encoding: "utf8" })
-      .split("\n")
-      .filter(Boolean)
-      .map((name) => `${args[0]} ${name}`);
-  return [
-    ...list(["ps", "-a"], "{{.Names}}"),
-    ...list(["network", "ls"], "{{.Name}}"),
-    ...list(["volume", "ls"], "{{.Name}}"),
-  ];
-}
 
 describe("docker driver", docker, () => {
   let daemon: DaemonProcess;
@@ -68,7 +59,7 @@ describe("docker driver", docker, () => {
       await client.remove(id);
     }
     assert.deepEqual(
-      objectsLabelled(`berth.environment=${id}`),
+      dockerObjectsLabelled(`berth.environment=${id}`),
       [],
       "Remove leaves no container, network or volume",
     );
@@ -101,7 +92,7 @@ describe("docker driver", docker, () => {
       ),
     );
     await client.remove(id);
-    assert.deepEqual(objectsLabelled(`berth.environment=${id}`), []);
+    assert.deepEqual(dockerObjectsLabelled(`berth.environment=${id}`), []);
   });
 
   test("a cancelled Start stops booting (the job container never starts), and Remove leaves nothing", async () => {
@@ -125,7 +116,7 @@ describe("docker driver", docker, () => {
     } finally {
       await client.remove(id);
     }
-    assert.deepEqual(objectsLabelled(`berth.environment=${id}`), []);
+    assert.deepEqual(dockerObjectsLabelled(`berth.environment=${id}`), []);
   });
 
   test("Start returns the image's environment; the layout's os and arch come from the image", async () => {
@@ -153,7 +144,7 @@ describe("docker driver", docker, () => {
   });
 
   test("a Create that fails half-way leaves nothing behind", async () => {
-    const before = objectsLabelled("berth.managed=true");
+    const before = dockerObjectsLabelled("berth.managed=true");
     // The network exists by the time the service's port is found invalid.
     await assert.rejects(
       client.create({
@@ -173,11 +164,11 @@ describe("docker driver", docker, () => {
       }),
       /berth-test\/no-such-service:1/,
     );
-    assert.deepEqual(objectsLabelled("berth.managed=true"), before);
+    assert.deepEqual(dockerObjectsLabelled("berth.managed=true"), before);
   });
 
   test("an engine out of network address pools fails Create with RESOURCE_EXHAUSTED and what to do", async () => {
-    const before = objectsLabelled("berth.managed=true");
+    const before = dockerObjectsLabelled("berth.managed=true");
     const fillers: string[] = [];
     try {
       // Docker's default pools hold 31 bridge networks; take what is left of them.
@@ -197,7 +188,7 @@ describe("docker driver", docker, () => {
         client.create({ image: testImages.busybox }),
         expectCode(Status.RESOURCE_EXHAUSTED, /address pool.*berth gc.*docker network prune/),
       );
-      assert.deepEqual(objectsLabelled("berth.managed=true"), before, "nothing left behind");
+      assert.deepEqual(dockerObjectsLabelled("berth.managed=true"), before, "nothing left behind");
     } finally {
       if (fillers.length > 0) execFileSync("docker", ["network", "rm", ...fillers], { stdio: "pipe" });
     }

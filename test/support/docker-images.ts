@@ -11,7 +11,7 @@
  * so that they are skipped where no engine answers, unless
  * BERTH_REQUIRE_DOCKER=1 (CI sets it), where they fail instead.
  */
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   access,
@@ -434,4 +434,18 @@ async function withImageLock<T>(use: () => Promise<T>): Promise<T> {
   } finally {
     await rm(lockPath, { recursive: true, force: true });
   }
+}
+
+/** Names of the containers, networks and volumes carrying a label filter (`berth.environment=<id>`). */
+export function dockerObjectsLabelled(filter: string): string[] {
+  const list = (args: string[], format: string) =>
+    execFileSync("docker", [...args, "--filter", `label=${filter}`, "--format", format], { encoding: "utf8" })
+      .split("\n")
+      .filter(Boolean)
+      .map((name) => `${args[0]} ${name}`);
+  return [
+    ...list(["ps", "-a"], "{{.Names}}"),
+    ...list(["network", "ls"], "{{.Name}}"),
+    ...list(["volume", "ls"], "{{.Name}}"),
+  ];
 }
