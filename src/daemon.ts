@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { chown } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { ServerCredentials, experimental } from "@grpc/grpc-js";
@@ -15,6 +16,7 @@ import { BerthError, failedPrecondition, messageOf } from "./errors.js";
 import { descriptorSet } from "./gen/descriptor-set.js";
 import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.js";
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
+import { refusingMalformedRequests } from "./protocol/malformed.js";
 import { formatListenAddress, grpcAddress, parseListenAddress } from "./listen-address.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
 import { reconcile } from "./reconciler.js";
@@ -63,7 +65,14 @@ export async function provisionBackend(
     instance,
     drivers,
     serving,
-  }: { logger: Logger; instance: string; drivers: DriverRegistry; serving: boolean },
+    ownPaths = [],
+  }: {
+    logger: Logger;
+    instance: string;
+    drivers: DriverRegistry;
+    serving: boolean;
+    ownPaths?: readonly string[];
+  },
   made: (backend: Backend) => void = () => {},
 ): Promise<Backend> {
   const factory = await drivers.factory(config.driver);
@@ -71,6 +80,7 @@ export async function provisionBackend(
     logger: logger.child({ driver: factory.name, backend: config.name }),
     instance,
     serving,
+    ownPaths,
   });
   const backend = {
     name: config.name,
@@ -211,7 +221,7 @@ export function createDaemon({
       for (const backendConfig of configs) {
         await provisionBackend(
           backendConfig,
-          { logger, instance: current.instance, drivers, serving: true },
+          { logger, instance: current.instance, drivers, serving: true, ownPaths: ownPathsOf(current) },
           (backend) => made.set(backend.name, backend),
         );
       }
@@ -275,8 +285,8 @@ export function createDaemon({
     );
     slot.server = server;
     const adapterDeps = { environments, backend: () => slot.backend };
-    server.add(V1Definition, createV1Service(adapterDeps));
-    server.add(V1alphaDefinition, createV1alphaService(adapterDeps));
+    server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
+    server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));
     server.add(HealthDefinition, HealthServiceImpl(health));
     const reflection = ServerReflection(descriptorSet, pluginServiceNames);
     server.add(ServerReflectionService, reflection);
@@ -444,6 +454,18 @@ export function createDaemon({
       endGrace();
     },
   };
+}
+
+/** The paths of berth itself that jobs on its machine must not see: state, sockets' directories, audit file. */
+function ownPathsOf(config: DaemonConfig): string[] {
+  const paths = [config.stateDir];
+  for (const listener of config.listeners) {
+    const address = parseListenAddress(listener.address);
+    if (address.kind === "unix") paths.push(dirname(address.path));
+  }
+  const audit = config.audit?.destination;
+  if (audit && audit !== "stdout" && audit !== "stderr") paths.push(resolve(audit));
+  return paths;
 }
 
 /** Whether a listener would be bound the same way: what a reload cannot change without rebinding. */

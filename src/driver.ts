@@ -115,6 +115,12 @@ export interface DriverContext {
    * which run beside it.
    */
   serving: boolean;
+  /**
+   * berth's own files and directories (its state directory, its unix
+   * sockets' directories, an audit log file), which a driver that runs jobs
+   * on berth's machine keeps out of their sight.
+   */
+  ownPaths: readonly string[];
 }
 
 /** An environment whose resources a driver found (for the reconciler). */

@@ -604,20 +604,40 @@ async function withDeadline<T>(
  * act's Docker backend resolves it against the job's working directory.
  */
 function resolveWorkdir(spec: ExecSpec, env: Environment): string {
-  if (spec.workdir.includes("\0")) throw invalidArgument("workdir contains a NUL byte");
+  checkPathLimits(spec.workdir, "workdir");
   if (spec.workdir.startsWith("/")) return posix.normalize(spec.workdir);
   const workspace = spec.env.GITHUB_WORKSPACE;
   const base = workspace?.startsWith("/") ? workspace : env.workdir || env.layout?.rootPath || "/";
   return spec.workdir ? posix.resolve(base, spec.workdir) : env.workdir || base;
 }
 
-/** Checks an RPC path argument: absolute, normalised. */
+/** Linux's PATH_MAX and NAME_MAX: longer paths and names fail in every backend anyway. */
+const maxPathBytes = 4096;
+const maxNameBytes = 255;
+
+/** Checks an RPC path argument: absolute, normalised, within Linux's limits. */
 function absolutePath(path: string, field: string): string {
   if (!path) throw invalidArgument(`${field} is empty; pass an absolute path inside the environment`);
   if (!path.startsWith("/"))
     throw invalidArgument(`${field} "${path}" is not absolute; pass an absolute path inside the environment`);
-  if (path.includes("\0")) throw invalidArgument(`${field} contains a NUL byte`);
+  checkPathLimits(path, field);
   return posix.normalize(path);
+}
+
+function checkPathLimits(path: string, field: string): void {
+  if (path.includes("\0")) throw invalidArgument(`${field} contains a NUL byte`);
+  const bytes = Buffer.byteLength(path);
+  if (bytes > maxPathBytes) {
+    throw invalidArgument(
+      `${field} is ${bytes} bytes long; paths may have at most ${maxPathBytes} (PATH_MAX)`,
+    );
+  }
+  const longest = Math.max(...path.split("/").map((name) => Buffer.byteLength(name)));
+  if (longest > maxNameBytes) {
+    throw invalidArgument(
+      `${field} has a ${longest}-byte name in it; a file name may have at most ${maxNameBytes} bytes (NAME_MAX)`,
+    );
+  }
 }
 
 /**

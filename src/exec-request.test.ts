@@ -32,6 +32,17 @@ test("argv and env a process cannot hold are INVALID_ARGUMENT naming where, neve
   assert.doesNotThrow(() => checkExecSpec(spec(["echo", "x".repeat(maxArgumentBytes)], { A: "1" })));
 });
 
+test("a user Docker and Kubernetes cannot take is INVALID_ARGUMENT saying what they take", () => {
+  const withUser = (user: string) => ({ ...spec(["true"]), user });
+  refused(withUser("-1"), /^user: a uid must be a number from 0 to 2147483647$/);
+  refused(withUser("0:4294967296"), /^user: a gid must be a number from 0 to 2147483647$/);
+  refused(withUser("a:b:c"), /^user must be "name", "uid", "name:group" or "uid:gid"$/);
+  refused(withUser("runner:"), /^user must be/);
+  for (const user of ["", "root", "1001", "1001:1001", "runner:docker", "0:0"]) {
+    assert.doesNotThrow(() => checkExecSpec(withUser(user)), user);
+  }
+});
+
 test("a backend's message loses the env's values, each replaced by its variable's name", () => {
   const env = { TOKEN: "s3cr3t-value", SHORT: "ab", LONGER: "s3cr3t-value-and-more" };
   assert.equal(

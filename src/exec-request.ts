@@ -34,8 +34,26 @@ export function checkExecSpec(spec: ExecSpec): void {
       `the command's arguments and env are ${total} bytes together; at most ${maxCommandBytes} are taken (${spec.command.length} arguments, ${Object.keys(spec.env).length} variables)`,
     );
   }
-  if (spec.user.includes("\0") || spec.user.length > 256) {
+  checkUser(spec.user);
+}
+
+/** The highest uid or gid Docker, Kubernetes and Linux's user namespaces take. */
+const maxId = 2 ** 31 - 1;
+
+/** user: empty, or a name or uid with an optional ":group" or ":gid", as Docker and Kubernetes read it. */
+function checkUser(user: string): void {
+  if (user.includes("\0") || user.length > 256) {
     throw invalidArgument("user holds a NUL byte or is longer than 256 characters");
+  }
+  if (user === "") return;
+  const parts = user.split(":");
+  if (parts.length > 2 || parts.some((part) => part === "")) {
+    throw invalidArgument('user must be "name", "uid", "name:group" or "uid:gid"');
+  }
+  for (const [index, part] of parts.entries()) {
+    if (/^[-+]?\d+$/.test(part) && !(Number(part) >= 0 && Number(part) <= maxId)) {
+      throw invalidArgument(`user: a ${index === 0 ? "uid" : "gid"} must be a number from 0 to ${maxId}`);
+    }
   }
 }
 

@@ -6,6 +6,7 @@ import { BerthError, Status, isAbortError } from "./errors.js";
 import type { Metrics } from "./metrics.js";
 import type { CallerRateLimit } from "./rate-limit.js";
 import type { RpcContextExt, RpcInfo } from "./protocol/common.js";
+import { MalformedRequest } from "./protocol/malformed.js";
 
 export interface BoundaryDeps {
   logger: Logger;
@@ -70,7 +71,12 @@ export function rpcBoundary(deps: BoundaryDeps): ServerMiddleware<RpcContextExt>
       }
       if (plugin) calls.enter();
       try {
-        return yield* call.next(call.request, { ...context, rpc, log, noteEnvironment: note });
+        return yield* call.next(wellFormed(call.request, call.method.requestStream), {
+          ...context,
+          rpc,
+          log,
+          noteEnvironment: note,
+        });
       } finally {
         if (plugin) calls.leave();
       }
@@ -125,6 +131,24 @@ export function rpcBoundary(deps: BoundaryDeps): ServerMiddleware<RpcContextExt>
       }
     }
   };
+}
+
+/** The request, or its stream, refused with INVALID_ARGUMENT where a message did not decode. */
+function wellFormed<Request>(request: Request, stream: boolean): Request {
+  const refuse = (message: unknown) => {
+    if (message instanceof MalformedRequest)
+      throw new BerthError(Status.INVALID_ARGUMENT, message.describe());
+  };
+  if (!stream) {
+    refuse(request);
+    return request;
+  }
+  return (async function* () {
+    for await (const message of request as AsyncIterable<unknown>) {
+      refuse(message);
+      yield message;
+    }
+  })() as Request;
 }
 
 /** The calls a client can flood cheaply, which berth rate-limits per caller. */

@@ -702,3 +702,35 @@ test(
     assert.equal(emitted, entries * 512 + 1024, "all entries come through once read");
   },
 );
+
+test("a stream of zeros is no empty archive: more than 1 MiB after the last entry is INVALID_ARGUMENT", async () => {
+  let pulled = 0;
+  async function* zeros() {
+    for (let i = 0; i < 1024; i++) {
+      pulled += 1024 * 1024;
+      yield Buffer.alloc(1024 * 1024);
+    }
+  }
+  await assert.rejects(
+    (async () => {
+      for await (const chunk of checkedTar(Readable.from(zeros(), { objectMode: false }))) void chunk;
+    })(),
+    (err: BerthError) =>
+      err.code === Status.INVALID_ARGUMENT &&
+      /goes on for more than \d+ bytes after its last entry/.test(err.message),
+  );
+  assert.ok(pulled <= 130 * 1024 * 1024, `stopped early, after ${pulled} bytes of 1 GiB`);
+  // An archive padded to a 10 KiB record, as GNU tar writes it, is fine.
+  const padded = Buffer.concat([ustarHeader("f", "0", 0), endOfArchive, Buffer.alloc(8192)]);
+  let out = 0;
+  for await (const chunk of checkedTar(Readable.from([padded]))) out += (chunk as Buffer).length;
+  assert.ok(out > 0);
+  // Two MiB of zeros after a real archive: refused once the input ends.
+  await assert.rejects(
+    (async () => {
+      const long = Buffer.concat([ustarHeader("f", "0", 0), endOfArchive, Buffer.alloc(2 * 1024 * 1024)]);
+      for await (const chunk of checkedTar(Readable.from([long]))) void chunk;
+    })(),
+    /goes on for more than 1048576 bytes after its last entry/,
+  );
+});

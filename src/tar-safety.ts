@@ -51,6 +51,10 @@ export interface CheckedTarOptions {
 }
 
 export const defaultMaxEntries = 1_000_000;
+/** Most bytes after an archive's last entry: its end blocks and a record's padding fit many times. */
+const maxTrailingBytes = 1024 * 1024;
+/** While the input flows, the parser may hold back up to a message (64 MiB) not yet looked at. */
+const maxGapWhileFlowing = 128 * 1024 * 1024;
 export const defaultMaxPathLength = 4096;
 export const defaultMaxBytes = 64 * 1024 ** 3;
 
@@ -366,10 +370,30 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
     output.push(null);
   });
 
+  /**
+   * Where the last entry ended in the input, and how much was fed. A tar ends
+   * with two zero blocks and at most a record of padding, but tar-stream
+   * takes any number of zero blocks for the end, so an endless stream of
+   * zeros would pass as "an empty archive" without these. While the input
+   * flows only a gap far beyond what the parser can hold back (one message
+   * of at most 64 MiB) is refused; at its end the exact rest is checked.
+   */
+  let fed = 0;
+  let lastEntryEnd = 0;
+  const trailingProblem = (limit: number) =>
+    fed - lastEntryEnd > limit
+      ? invalidArgument(
+          `the tar archive goes on for more than ${limit} bytes after its last entry (a tar ends with two zero blocks and some padding); send one archive, uncompressed`,
+        )
+      : undefined;
   const feed = async (): Promise<void> => {
     for await (const chunk of input as AsyncIterable<unknown>) {
       if (output.destroyed) return;
-      if (!extract.write(asBuffer(chunk))) {
+      const bytes = asBuffer(chunk);
+      fed += bytes.length;
+      const endless = trailingProblem(maxGapWhileFlowing);
+      if (endless) throw endless;
+      if (!extract.write(bytes)) {
         await new Promise<void>((resolve) => {
           const done = () => {
             extract.off("drain", done);
@@ -387,6 +411,8 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
   const copy = async (): Promise<void> => {
     try {
       for await (const entry of extract) {
+        const offset = (entry.header as { byteOffset?: number }).byteOffset ?? 0;
+        lastEntryEnd = offset + Math.ceil(count(entry.header.size) / 512) * 512;
         await room();
         if (output.destroyed) return;
         const header = checker.check(entry.header);
@@ -401,6 +427,8 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
     } catch (err) {
       throw malformed(err);
     }
+    const trailing = trailingProblem(maxTrailingBytes);
+    if (trailing) throw trailing;
     pack.finalize();
   };
 

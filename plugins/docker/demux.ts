@@ -1,7 +1,8 @@
 import type { Readable, Writable } from "node:stream";
 
 /** What the engine writes in place of output when an exec could not start at all (exit code 126/127). */
-const startFailure = /^(OCI runtime exec failed|unable to find user|exec failed)/;
+const startFailure =
+  /^(OCI runtime exec failed|unable to find (user|group)|exec failed|uids and gids must be in range)/;
 
 /**
  * Splits the engine's multiplexed exec stream (8-byte frame headers: stream

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
-import { access, mkdir, readdir, readlink, realpath, rm, stat } from "node:fs/promises";
+import { type FileHandle, access, mkdir, readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { basename, delimiter, dirname, join, posix, relative, sep } from "node:path";
 import type { Readable } from "node:stream";
@@ -11,6 +11,7 @@ import type {
   CreatedEnvironment,
   Driver,
   DriverCapabilities,
+  DriverContext,
   EnvironmentRef,
   EnvironmentSpec,
   ExecResult,
@@ -37,6 +38,7 @@ import type { HostOptions } from "./options.js";
 import { Directory } from "./directory.js";
 import { packEntry } from "./pack.js";
 import { type PathMapping, isInside, mapPath } from "./paths.js";
+import { PidNamespaces } from "./pid-namespace.js";
 import { signalProcessTree } from "./process-tree.js";
 import { RootOwner } from "./root-owner.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
@@ -75,6 +77,8 @@ interface HostEnvironment {
  */
 export class HostDriver implements Driver {
   private isolation: "bwrap" | "none" = "none";
+  /** Each environment's own PID namespace, under bubblewrap where the machine allows it. */
+  private pidNamespaces: PidNamespaces | undefined;
   private readonly envsDir: string;
   /** Where an environment's directory appears to its commands under bubblewrap. */
   private readonly mountPoint: string;
@@ -85,12 +89,18 @@ export class HostDriver implements Driver {
   private readonly instanceDir: string;
   private readonly owner: RootOwner;
 
+  private readonly logger: Logger;
+  private readonly serving: boolean;
+  /** berth's own directories, hidden from commands under bubblewrap. */
+  private readonly ownPaths: readonly string[];
+
   constructor(
     private readonly options: HostOptions,
-    private readonly logger: Logger,
-    instance: string,
-    private readonly serving: boolean,
+    { logger, instance, serving, ownPaths }: DriverContext,
   ) {
+    this.logger = logger;
+    this.serving = serving;
+    this.ownPaths = ownPaths;
     this.instanceDir = join(options.root, instance);
     this.envsDir = join(this.instanceDir, "envs");
     this.mountPoint = join(this.instanceDir, "env");
@@ -108,9 +118,18 @@ export class HostDriver implements Driver {
     }
     if (this.serving) await this.owner.claim();
     if (this.options.isolation === "none") return;
-    const problem = await this.probeBubblewrap();
+    const problem = await this.probeBubblewrap(undefined);
     if (problem === undefined) {
       this.isolation = "bwrap";
+      const namespaces = new PidNamespaces(environmentMarker);
+      const pidProblem = await this.probeBubblewrap(namespaces);
+      if (pidProblem === undefined) this.pidNamespaces = namespaces;
+      else {
+        this.logger.warn(
+          { problem: pidProblem },
+          "bubblewrap cannot give environments PID namespaces of their own here; their commands see every process of the machine",
+        );
+      }
     } else if (this.options.isolation === "bwrap") {
       throw failedPrecondition(
         `driver host: provision: isolation=bwrap but bubblewrap does not work here: ${problem}`,
@@ -121,7 +140,10 @@ export class HostDriver implements Driver {
         "bubblewrap is not usable; commands see the environments' real directories and plugin.v1 is unavailable (install bubblewrap for both)",
       );
     }
-    this.logger.info({ root: this.options.root, isolation: this.isolation }, "host driver ready");
+    this.logger.info(
+      { root: this.options.root, isolation: this.isolation, pidNamespaces: this.pidNamespaces !== undefined },
+      "host driver ready",
+    );
   }
 
   capabilities(): DriverCapabilities {
@@ -224,14 +246,23 @@ export class HostDriver implements Driver {
     for (let attempt = 1; ; attempt++) {
       const stderr = new PrefixCapture(sinks.stderr, "bwrap: ");
       let wroteStdout = false;
-      const child = spawn("bwrap", [...(await this.bwrapArgs(env, workdir)), "--", ...spec.command], {
+      let pidNamespace: FileHandle | undefined;
+      try {
+        pidNamespace = await this.pidNamespaces?.enter(ref.id);
+      } catch (err) {
+        return { kind: "failed", message: messageOf(err) };
+      }
+      const args = await this.bwrapArgs(env, workdir, pidNamespace !== undefined);
+      const child = spawn("bwrap", [...args, "--", ...spec.command], {
         env: variables,
         detached: true,
-        stdio: ["ignore", "pipe", "pipe"],
+        stdio: ["ignore", "pipe", "pipe", ...(pidNamespace ? [pidNamespace.fd] : [])],
       });
+      // The child has its own copy of the descriptor once spawned.
+      await pidNamespace?.close();
       // superviseCommand pipes the output at once; this listener only notes that some came.
       const running = this.superviseCommand(ref.id, child, marker, { stdout: sinks.stdout, stderr }, signal);
-      child.stdout.once("data", () => (wroteStdout = true));
+      child.stdout!.once("data", () => (wroteStdout = true));
       const result = await running;
       const reason = stderr.failure();
       const setupFailed =
@@ -398,8 +429,9 @@ export class HostDriver implements Driver {
   }
 
   async remove(ref: EnvironmentRef): Promise<void> {
-    // Whatever the environment's commands left running, wherever it went.
+    // Whatever the environment's commands left running, wherever it went (its PID namespace's holder too).
     await signalProcessTree(undefined, { name: environmentMarker, value: ref.id }, "SIGKILL");
+    this.pidNamespaces?.forget(ref.id);
     for (const child of this.lingering.get(ref.id) ?? []) {
       child.stdout?.destroy();
       child.stderr?.destroy();
@@ -537,23 +569,33 @@ export class HostDriver implements Driver {
    * bound into it (so directories the host does not have, such as
    * /workspace, can be mounted without being made on the host); then the
    * environment's root at the mount point, its private directories, and the
-   * other environments' directories hidden.
+   * other environments' directories hidden. In the environment's PID
+   * namespace (passed as descriptor 3) /proc is that namespace's own.
    */
   private async bwrapArgs(
     env: Pick<HostEnvironment, "dir" | "privateDir">,
     workdir: string,
+    inPidNamespace: boolean,
   ): Promise<string[]> {
-    const args: string[] = [];
+    const args: string[] = inPidNamespace ? ["--pidns", "3", "--proc", "/proc"] : [];
     for (const entry of await readdir("/", { withFileTypes: true })) {
       const path = `/${entry.name}`;
+      if (inPidNamespace && path === "/proc") continue;
       if (entry.isSymbolicLink()) args.push("--symlink", await readlink(path), path);
       else args.push("--dev-bind", path, path);
     }
-    // berth's whole root (every instance's environments) is out of sight; then this one's is mounted.
+    // berth's own state, sockets and audit log, and its whole root (every instance's environments)
+    // are out of sight; then this environment's directory is mounted.
+    for (const path of this.ownPaths) {
+      const info = await stat(path).catch(() => undefined);
+      if (info?.isDirectory() && path !== "/") args.push("--tmpfs", path);
+      else if (info) args.push("--ro-bind", "/dev/null", path);
+    }
     args.push("--tmpfs", this.options.root, "--bind", env.dir, this.mountPoint);
     if (env.privateDir !== undefined) {
       for (const dir of this.options.privateDirs) args.push("--bind", join(env.privateDir, dir), dir);
     }
+    if (!this.options.keepCapabilities) args.push("--cap-drop", "ALL");
     args.push("--chdir", workdir, "--die-with-parent");
     return args;
   }
@@ -588,24 +630,35 @@ export class HostDriver implements Driver {
     return `cannot run ${program}: executable file not found in PATH (${path})`;
   }
 
-  private async probeBubblewrap(): Promise<string | undefined> {
-    const probeDir = join(this.envsDir, ".probe");
+  /** Why a command cannot run under bubblewrap here (in a PID namespace of its own, with namespaces), or undefined. */
+  private async probeBubblewrap(namespaces: PidNamespaces | undefined): Promise<string | undefined> {
+    // Unique: berths of other instances on this machine probe too, and Remove-like sweeps go by this id.
+    const probeId = `.probe-${randomUUID()}`;
+    const probeDir = join(this.envsDir, probeId);
     await mkdir(probeDir, { recursive: true });
+    let pidNamespace: FileHandle | undefined;
     try {
-      const args = await this.bwrapArgs({ dir: probeDir }, this.mountPoint);
+      pidNamespace = await namespaces?.enter(probeId);
+      const args = await this.bwrapArgs({ dir: probeDir }, this.mountPoint, pidNamespace !== undefined);
       const child = spawn("bwrap", [...args, "--", "true"], {
-        stdio: ["ignore", "ignore", "pipe"],
+        stdio: ["ignore", "ignore", "pipe", ...(pidNamespace ? [pidNamespace.fd] : [])],
       });
       let stderr = "";
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      const outcome = await new Promise<string | undefined>((resolve) => {
+      child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      return await new Promise<string | undefined>((resolve) => {
         child.once("error", (err) => resolve(`cannot run bwrap: ${err.message}`));
         child.once("close", (code) =>
           resolve(code === 0 ? undefined : `bwrap exited ${code}: ${stderr.trim()}`),
         );
       });
-      return outcome;
+    } catch (err) {
+      return messageOf(err);
     } finally {
+      await pidNamespace?.close();
+      if (namespaces) {
+        await signalProcessTree(undefined, { name: environmentMarker, value: probeId }, "SIGKILL");
+        namespaces.forget(probeId);
+      }
       await rm(probeDir, { recursive: true, force: true });
     }
   }

@@ -251,7 +251,7 @@ describe("host driver without bubblewrap", () => {
     assert.notEqual(code, 0);
     assert.match(
       stderr,
-      /--backend-opt rooot: unknown option of driver host \(known: root, isolation, privateDirs, allowedLocalRoots, killGraceMs\)/,
+      /--backend-opt rooot: unknown option of driver host \(known: root, isolation, privateDirs, allowedLocalRoots, keepCapabilities, killGraceMs\)/,
     );
   });
 });

@@ -5,5 +5,5 @@ import { type HostOptions, hostOptionsSchema } from "./options.js";
 export const hostDriverFactory = {
   name: "host",
   optionsSchema: hostOptionsSchema,
-  create: (options, { logger, instance, serving }) => new HostDriver(options, logger, instance, serving),
+  create: (options, context) => new HostDriver(options, context),
 } satisfies DriverFactory<HostOptions>;

@@ -129,8 +129,30 @@ describe("a serving daemon", () => {
         Buffer.from([0x0f, 0xff, 0xff, 0xff]),
       );
       assert.ok(
-        !Buffer.isBuffer(garbage) && garbage.code === 13 /* INTERNAL: the server cannot parse it */,
+        !Buffer.isBuffer(garbage) &&
+          garbage.code === 3 /* INVALID_ARGUMENT: the client's fault, not berth's */ &&
+          /request to plugin\.v1alpha\.BackendPlugin\/Create is not a valid protobuf message/.test(
+            garbage.details,
+          ),
         JSON.stringify(garbage),
+      );
+      // The same in a stream: a CopyIn whose chunk does not decode.
+      const stream = await new Promise<{ code: number; details: string }>((resolve) => {
+        const call = raw.makeClientStreamRequest(
+          "/plugin.v1.BackendPlugin/CopyIn",
+          (bytes: Buffer) => bytes,
+          (bytes: Buffer) => bytes,
+          new Metadata(),
+          {},
+          (err) => resolve({ code: err?.code ?? 0, details: err?.details ?? "answered OK" }),
+        );
+        call.write(Buffer.from([0x0f, 0xff]));
+        call.end();
+      });
+      assert.equal(stream.code, 3, JSON.stringify(stream));
+      assert.match(
+        stream.details,
+        /request to plugin\.v1\.BackendPlugin\/CopyIn is not a valid protobuf message/,
       );
       // A field berth does not know (number 99) is skipped, as protobuf says: the call works.
       const unknownField = Buffer.from([0x9a, 0x06, 0x03, 0x61, 0x62, 0x63]);

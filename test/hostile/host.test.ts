@@ -6,7 +6,7 @@
  * (plugins/host/directory.ts).
  */
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -191,5 +191,131 @@ describe("hostile jobs on the host driver", () => {
     assert.notEqual(twin.code, 0);
     assert.match(twin.stderr, /another berth \(pid \d+\) uses .* as instance alpha/);
     await v1alphaClient(alphaChannel).remove(id);
+  });
+
+  test("inside an environment berth's socket and state, berth's root and other environments show nothing, and commands have no capabilities", async (t) => {
+    const { id } = await v1alpha().create({});
+    t.after(() => v1alpha().remove(id));
+    const other = await v1alpha().create({});
+    t.after(() => v1alpha().remove(other.id));
+    // The test daemon keeps its socket and its state directory in daemon.dir.
+    const look = await execOutput(v1alpha(), id, [
+      "sh",
+      "-c",
+      `ls -A '${daemon.dir}'; echo ---; ls -A '${root}'; echo ---; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status`,
+    ]);
+    const [sockets, berthRoot, status] = look.stdout.split("---\n");
+    assert.equal(sockets, "", `berth's socket and state directory are hidden: ${sockets}`);
+    assert.equal(
+      berthRoot.trim().split("\n").length,
+      1,
+      `only this instance's mount point is there: ${berthRoot}`,
+    );
+    assert.match(status, /CapEff:\s+0+\n/, "no capabilities");
+    assert.match(status, /NoNewPrivs:\s+1/, "and no way to gain new ones");
+  });
+});
+
+describe("hostile jobs on the host driver: processes", () => {
+  let daemon: DaemonProcess;
+  let channel: ReturnType<typeof openChannel>;
+  let root: string;
+  const v1alpha = () => v1alphaClient(channel);
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), "berth-hostile-root-"));
+    daemon = await startDaemon(["--backend-opt", "isolation=bwrap", "--backend-opt", `root=${root}`]);
+    channel = openChannel(daemon.address);
+  });
+  after(async () => {
+    channel.close();
+    await daemon.stop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** Every process an environment's command can see: "pid command line" per line. */
+  const processesSeenBy = async (id: string) => {
+    const listing = await execOutput(v1alpha(), id, [
+      "sh",
+      "-c",
+      `for p in /proc/[0-9]*; do echo "\${p#/proc/} $(tr '\\0' ' ' < $p/cmdline)"; done`,
+    ]);
+    assert.equal(listing.exitCode, 0, listing.stderr);
+    return listing.stdout;
+  };
+  const hostHasSleep = async (seconds: string) => {
+    for (const name of await readdir("/proc")) {
+      const cmdline = await readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "");
+      if (cmdline === `sleep\0${seconds}\0`) return true;
+    }
+    return false;
+  };
+
+  test("each environment sees only its own processes, cannot signal another's, and keeps its background processes between steps", async (t) => {
+    const a = await v1alpha().create({});
+    t.after(() =>
+      v1alpha()
+        .remove(a.id)
+        .catch(() => undefined),
+    );
+    const b = await v1alpha().create({});
+    t.after(() => v1alpha().remove(b.id));
+    const started = await execOutput(v1alpha(), a.id, ["sh", "-c", "sleep 4242 >/dev/null 2>&1 & echo $!"]);
+    assert.ok(Number(started.stdout) < 100, `a PID of its own namespace, not the host's: ${started.stdout}`);
+
+    const seenByA = await processesSeenBy(a.id);
+    assert.match(seenByA, new RegExp(`^${started.stdout.trim()} sleep 4242 $`, "m"), "the next step sees it");
+    const seenByB = await processesSeenBy(b.id);
+    assert.doesNotMatch(seenByB, /sleep 4242/, `another environment does not: ${seenByB}`);
+    assert.doesNotMatch(seenByB, /node|berth/, `nor berth: ${seenByB}`);
+    assert.ok(seenByB.trim().split("\n").length < 6, `only its holder and its own command: ${seenByB}`);
+
+    // Signals to every process it may signal, and to A's process by the PID A sees.
+    const hostile = await execOutput(v1alpha(), b.id, [
+      "sh",
+      "-c",
+      `kill -9 ${started.stdout.trim()} 1 -1; echo survived`,
+    ]);
+    assert.equal(hostile.stdout, "survived\n", "kill -1 spares the caller (and the namespace's PID 1)");
+    assert.match(await processesSeenBy(a.id), /sleep 4242/, "A's process lives on");
+    assert.equal(
+      (await execOutput(v1alpha(), b.id, ["true"])).exitCode,
+      0,
+      "B's namespace survives its own kill -1",
+    );
+
+    await v1alpha().remove(a.id);
+    assert.equal(await hostHasSleep("4242"), false, "Remove ends what the environment left running");
+  });
+
+  test("what an environment left running is still in its namespace after berth crashed and restarted", async (t) => {
+    const state = await mkdtemp(join(tmpdir(), "berth-hostile-state-"));
+    t.after(() => rm(state, { recursive: true, force: true }));
+    const same = ["--backend-opt", `root=${root}`, "--state-dir", state, "--instance", "crash-test"];
+    const first = await startDaemon(same);
+    const firstChannel = openChannel(first.address);
+    const { id } = await v1alphaClient(firstChannel).create({});
+    await execOutput(v1alphaClient(firstChannel), id, ["sh", "-c", "sleep 4343 >/dev/null 2>&1 &"]);
+    firstChannel.close();
+    await first.stop("SIGKILL");
+
+    const second = await startDaemon(same);
+    const secondChannel = openChannel(second.address);
+    t.after(async () => {
+      secondChannel.close();
+      await second.stop();
+    });
+    const after = await execOutput(v1alphaClient(secondChannel), id, [
+      "sh",
+      "-c",
+      "cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+    ]);
+    assert.match(
+      after.stdout,
+      /sleep 4343/,
+      `the restarted berth found the environment's namespace: ${after.stdout}`,
+    );
+    await v1alphaClient(secondChannel).remove(id);
+    assert.equal(await hostHasSleep("4343"), false, "and its Remove ends it");
   });
 });

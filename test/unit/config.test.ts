@@ -49,6 +49,7 @@ describe("flags and the file", () => {
         isolation: "none",
         privateDirs: ["/workspace"],
         allowedLocalRoots: [],
+        keepCapabilities: false,
         killGraceMs: 500,
       });
     } finally {

@@ -235,6 +235,14 @@ describe("Exec workdirs", () => {
       `${fakeLayout.rootPath}/sub`,
     );
     await assert.rejects(exec(s, id, ["pwd"], { workdir: "a\0b" }), code(Status.INVALID_ARGUMENT, /NUL/));
+    await assert.rejects(
+      exec(s, id, ["pwd"], { workdir: `/${"n".repeat(300)}` }),
+      code(Status.INVALID_ARGUMENT, /a 300-byte name in it.*NAME_MAX/),
+    );
+    await assert.rejects(
+      exec(s, id, ["pwd"], { workdir: "/d".repeat(2500) }),
+      code(Status.INVALID_ARGUMENT, /5000 bytes long.*PATH_MAX/),
+    );
   });
 
   test("records keep the layout and working directory, and an adopted environment resolves the same", async () => {
