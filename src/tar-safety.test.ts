@@ -121,17 +121,22 @@ async function assertRefused(
 }
 
 /** A ustar header block written by hand, for what pack() will not write. */
-function ustarHeader(name: string, typeflag: string, size = 0, linkname = ""): Buffer {
+function ustarHeader(
+  name: string | Buffer,
+  typeflag: string,
+  size = 0,
+  linkname: string | Buffer = "",
+): Buffer {
   const block = Buffer.alloc(512);
   const octal = (value: number, width: number) => value.toString(8).padStart(width - 1, "0") + "\0";
-  block.write(name, 0);
+  Buffer.from(name).copy(block, 0);
   block.write(octal(0o644, 8), 100);
   block.write(octal(0, 8), 108);
   block.write(octal(0, 8), 116);
   block.write(octal(size, 12), 124);
   block.write(octal(Math.floor(mtime.getTime() / 1000), 12), 136);
   block.write(typeflag, 156);
-  block.write(linkname, 157);
+  Buffer.from(linkname).copy(block, 157);
   block.write("ustar\u000000", 257);
   block.write("        ", 148);
   let sum = 0;
@@ -525,6 +530,22 @@ test("empty names, NUL bytes and empty symlink targets are refused", async () =>
   await assertRefused(
     Buffer.concat([ustarHeader("s", "2"), endOfArchive]),
     'tar entry "s" is refused: it is a symlink with an empty target',
+  );
+});
+
+test("names and link targets that are not UTF-8 are refused, not changed", async () => {
+  const latin1 = Buffer.from("caf\xe9", "latin1");
+  await assertRefused(
+    Buffer.concat([ustarHeader(latin1, "0"), endOfArchive]),
+    'tar entry "caf\ufffd" is refused: it is not valid UTF-8 (berth takes UTF-8 names only)',
+  );
+  await assertRefused(
+    Buffer.concat([ustarHeader("s", "2", 0, latin1), endOfArchive]),
+    'tar entry "s" is refused: its symlink target is not valid UTF-8 (berth takes UTF-8 names only)',
+  );
+  await assertRefused(
+    Buffer.concat([ustarHeader("h", "1", 0, latin1), endOfArchive]),
+    'tar entry "h" is refused: its hardlink target "caf\ufffd" is refused: it is not valid UTF-8 (berth takes UTF-8 names only)',
   );
 });
 

@@ -61,6 +61,8 @@ export const defaultMaxBytes = 64 * 1024 ** 3;
 /** A normalized entry path, or why it is refused. */
 export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
 
+const notUtf8 = "it is not valid UTF-8 (berth takes UTF-8 names only)";
+
 const escapesReason = "it would land outside the destination (entries must be relative paths inside it)";
 
 /**
@@ -72,6 +74,8 @@ const escapesReason = "it would land outside the destination (entries must be re
 export function normalizeEntryPath(path: string): NormalizedPath {
   if (path === "") return { ok: false, reason: "its name is empty" };
   if (path.includes("\0")) return { ok: false, reason: "it contains a NUL byte" };
+  // The parser puts U+FFFD for bytes that are not UTF-8: passing it on would write another name.
+  if (path.includes("\uFFFD")) return { ok: false, reason: notUtf8 };
   if (path.startsWith("/")) {
     return { ok: false, reason: `it is an absolute path, so ${escapesReason}` };
   }
@@ -204,6 +208,7 @@ class EntryChecker {
       const target = header.linkname ?? "";
       if (target === "") throw refuse(name, "it is a symlink with an empty target");
       if (target.includes("\0")) throw refuse(name, "its symlink target contains a NUL byte");
+      if (target.includes("\uFFFD")) throw refuse(name, `its symlink target ${notUtf8.replace(/^it /, "")}`);
       this.checkLength(name, target, "its symlink target");
       linkname = target;
       this.symlinks.add(path);

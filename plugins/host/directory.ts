@@ -22,7 +22,7 @@ import {
   lutimes,
   mkdir,
   open,
-  opendir,
+  readdir,
   readlink,
   symlink,
   unlink,
@@ -152,10 +152,23 @@ export class Directory {
     }
   }
 
-  /** The names in it, sorted. */
+  /**
+   * The names in it, sorted. A name that is not UTF-8 is refused: as a
+   * string it would be another name (U+FFFD for the odd bytes), which then
+   * is not found, and the copy would leave the entry out without a word.
+   */
   async names(): Promise<string[]> {
     const names: string[] = [];
-    for await (const dirent of await opendir(`/proc/self/fd/${this.handle.fd}`)) names.push(dirent.name);
+    for (const raw of await readdir(`/proc/self/fd/${this.handle.fd}`, { encoding: "buffer" })) {
+      const name = raw.toString("utf8");
+      if (!Buffer.from(name).equals(raw)) {
+        throw new BerthError(
+          Status.FAILED_PRECONDITION,
+          `${this.shownPath(name)} has a name that is not valid UTF-8, which a tar stream of this protocol cannot carry; rename it (U+FFFD marks the bytes)`,
+        );
+      }
+      names.push(name);
+    }
     return names.sort();
   }
 

@@ -40,6 +40,7 @@ import { packEntry } from "./pack.js";
 import { type PathMapping, isInside, mapPath } from "./paths.js";
 import { PidNamespaces } from "./pid-namespace.js";
 import { signalProcessTree } from "./process-tree.js";
+import { removeTree } from "./remove-tree.js";
 import { RootOwner } from "./root-owner.js";
 import { runnerArch, runnerOs } from "../../src/runner-platform.js";
 
@@ -438,7 +439,7 @@ export class HostDriver implements Driver {
     }
     this.lingering.delete(ref.id);
     const state = ref.state as HostEnvironment | undefined;
-    await rm(state?.top ?? state?.dir ?? this.envDir(ref.id), { recursive: true, force: true });
+    await removeTree(state?.top ?? state?.dir ?? this.envDir(ref.id));
   }
 
   /** Stops reading what background processes still write; the environments stay, for the next berth to adopt. */

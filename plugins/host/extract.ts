@@ -19,11 +19,12 @@ const cachedDirectories = 64;
  */
 export async function extractTar(tar: Readable, dest: Directory): Promise<void> {
   const directories = new DirectoryCache(dest);
-  const modes: { path: string[]; header: Header }[] = [];
+  const modes = new DeferredModes(directories);
   const parser = extract();
 
   const writeEntry = async (header: Header, body: Readable) => {
     const components = header.name.split("/").filter((part) => part !== "" && part !== ".");
+    await modes.applyOutside(components);
     const name = components.pop();
     if (name === undefined) {
       // The destination itself ("./"): only its mode and time.
@@ -73,23 +74,60 @@ export async function extractTar(tar: Readable, dest: Directory): Promise<void> 
     }
   };
 
+  // The entry's own failure is the answer. It can come after the pipeline's: an entry's body
+  // that a failed write stops reading destroys the parser, which the pipeline sees as an early close.
+  let entryFailure: unknown;
+  let writing: Promise<void> = Promise.resolve();
   parser.on("entry", (header, body, next) => {
-    writeEntry(header, body as unknown as Readable).then(
+    writing = writeEntry(header, body as unknown as Readable).then(
       () => next(),
       (err: unknown) => {
+        entryFailure ??= err;
         body.resume();
         next(err as Error);
       },
     );
   });
   try {
-    await pipeline(tar, parser);
-    for (const { path, header } of modes.reverse()) {
-      const dir = await directories.get(path);
-      await dir.setModeAndTime((header.mode ?? 0o755) & modeMask, header.mtime);
-    }
+    await pipeline(tar, parser).catch(async (err: unknown) => {
+      await writing;
+      throw entryFailure ?? err;
+    });
+    await modes.applyOutside(undefined);
   } finally {
     await directories.closeAll();
+  }
+}
+
+/**
+ * Modes and times of directories, set once nothing more goes into them (a
+ * read-only one would block its own content, and each new entry changes a
+ * directory's mtime). Archives come in tree order, so as GNU tar does, a
+ * directory is done when an entry comes that is not below it: the ones
+ * waiting are only the ancestors of the current entry, not every directory
+ * of the archive (300,000 of them would hold hundreds of MiB).
+ */
+class DeferredModes {
+  private readonly waiting: { path: string[]; mode: number; mtime?: Date }[] = [];
+
+  constructor(private readonly directories: DirectoryCache) {}
+
+  push({ path, header }: { path: string[]; header: Header }): void {
+    this.waiting.push({ path, mode: (header.mode ?? 0o755) & modeMask, mtime: header.mtime });
+  }
+
+  /** Sets those not above the entry at `components`; all of them at the end (undefined). */
+  async applyOutside(components: readonly string[] | undefined): Promise<void> {
+    while (this.waiting.length > 0) {
+      const { path, mode, mtime } = this.waiting.at(-1)!;
+      const above =
+        components !== undefined &&
+        path.length < components.length &&
+        path.every((part, i) => components[i] === part);
+      if (above) return;
+      this.waiting.pop();
+      await (await this.directories.get(path)).setModeAndTime(mode, mtime);
+    }
   }
 }
 

@@ -11,6 +11,7 @@ import {
   startDaemon,
   startDaemonExpectingFailure,
 } from "../../test/support/daemon-process.js";
+import { countProcesses } from "../../test/support/processes.js";
 import { once, tarOf } from "../../test/support/tar.js";
 
 async function stdoutOf(
@@ -183,11 +184,32 @@ describe("host driver with bubblewrap", () => {
       );
       await client.remove(id);
       removed = true;
-      const probe = await client.create({});
-      assert.equal((await stdoutOf(client, probe.id, count)).stdout.trim(), "0", "Remove killed it");
-      await client.remove(probe.id);
+      // Looked for on the host: another environment would not see them even if they lived.
+      assert.equal(await countProcesses(["sleep", "1002.731"]), 0, "Remove killed them");
     } finally {
       if (!removed) await client.remove(id);
+    }
+  });
+
+  test("a file whose name is not UTF-8 fails a CopyOut naming it, instead of being left out", async () => {
+    const { id, layout } = await client.create({});
+    try {
+      const made = await stdoutOf(client, id, [
+        "sh",
+        "-c",
+        `mkdir -p ${layout!.rootPath}/d && touch ${layout!.rootPath}/d/ok "${layout!.rootPath}/d/$(printf 'caf\\351')"`,
+      ]);
+      assert.equal(made.exitCode, 0);
+      await assert.rejects(
+        async () => {
+          for await (const chunk of client.copyOut(id, `${layout!.rootPath}/d`)) void chunk;
+        },
+        (err: { code?: Status; details?: string }) =>
+          err.code === Status.FAILED_PRECONDITION &&
+          /d\/caf\uFFFD has a name that is not valid UTF-8/.test(err.details ?? ""),
+      );
+    } finally {
+      await client.remove(id);
     }
   });
 

@@ -6,15 +6,19 @@
  * (plugins/host/directory.ts).
  */
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { chmod, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Status } from "nice-grpc";
 import { openChannel, v1Client, v1alphaClient } from "../../src/client.js";
 import { type DaemonProcess, startDaemon, startDaemonExpectingFailure } from "../support/daemon-process.js";
+import { countProcesses } from "../support/processes.js";
 import { execOutput, within } from "../support/rpc.js";
-import { once, readTar, tarOf } from "../support/tar.js";
+import { bigFileTar, manyDirectoriesTar, once, readTar, tarOf } from "../support/tar.js";
+
+const MiB = 1024 * 1024;
 
 describe("hostile jobs on the host driver", () => {
   let daemon: DaemonProcess;
@@ -214,24 +218,6 @@ describe("hostile jobs on the host driver", () => {
     assert.match(status, /CapEff:\s+0+\n/, "no capabilities");
     assert.match(status, /NoNewPrivs:\s+1/, "and no way to gain new ones");
   });
-});
-
-describe("hostile jobs on the host driver: processes", () => {
-  let daemon: DaemonProcess;
-  let channel: ReturnType<typeof openChannel>;
-  let root: string;
-  const v1alpha = () => v1alphaClient(channel);
-
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), "berth-hostile-root-"));
-    daemon = await startDaemon(["--backend-opt", "isolation=bwrap", "--backend-opt", `root=${root}`]);
-    channel = openChannel(daemon.address);
-  });
-  after(async () => {
-    channel.close();
-    await daemon.stop();
-    await rm(root, { recursive: true, force: true });
-  });
 
   /** Every process an environment's command can see: "pid command line" per line. */
   const processesSeenBy = async (id: string) => {
@@ -243,14 +229,6 @@ describe("hostile jobs on the host driver: processes", () => {
     assert.equal(listing.exitCode, 0, listing.stderr);
     return listing.stdout;
   };
-  const hostHasSleep = async (seconds: string) => {
-    for (const name of await readdir("/proc")) {
-      const cmdline = await readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "");
-      if (cmdline === `sleep\0${seconds}\0`) return true;
-    }
-    return false;
-  };
-
   test("each environment sees only its own processes, cannot signal another's, and keeps its background processes between steps", async (t) => {
     const a = await v1alpha().create({});
     t.after(() =>
@@ -285,7 +263,7 @@ describe("hostile jobs on the host driver: processes", () => {
     );
 
     await v1alpha().remove(a.id);
-    assert.equal(await hostHasSleep("4242"), false, "Remove ends what the environment left running");
+    assert.equal(await countProcesses(["sleep", "4242"]), 0, "Remove ends what the environment left running");
   });
 
   test("what an environment left running is still in its namespace after berth crashed and restarted", async (t) => {
@@ -316,6 +294,78 @@ describe("hostile jobs on the host driver: processes", () => {
       `the restarted berth found the environment's namespace: ${after.stdout}`,
     );
     await v1alphaClient(secondChannel).remove(id);
-    assert.equal(await hostHasSleep("4343"), false, "and its Remove ends it");
+    assert.equal(await countProcesses(["sleep", "4343"]), 0, "and its Remove ends it");
+  });
+
+  test("four archives of 300,000 directories at once, and their Remove, keep the daemon within 256 MiB of its idle memory", async (t) => {
+    // On tmpfs where there is one: the point is berth's memory, and 1.2 million directories on a disk take minutes.
+    const base = (await stat("/dev/shm").catch(() => undefined))?.isDirectory() ? "/dev/shm" : tmpdir();
+    const own = await mkdtemp(join(base, "berth-hostile-tiny-"));
+    const small = await startDaemon(["--backend-opt", `root=${own}`, "--instance", "tiny"]);
+    const smallChannel = openChannel(small.address);
+    t.after(async () => {
+      smallChannel.close();
+      await small.stop();
+      await rm(own, { recursive: true, force: true });
+    });
+    const client = v1alphaClient(smallChannel);
+    const environments = await Promise.all([1, 2, 3, 4].map(() => client.create({})));
+    const idle = (await small.memory()).current;
+    const entries = 300_000;
+    await Promise.all(
+      environments.map(({ id, layout }) => client.copyIn(id, layout!.rootPath, manyDirectoriesTar(entries))),
+    );
+    const growth = async (phase: string) => {
+      const { peak } = await small.memory();
+      const said = `${phase}: peak RSS ${(peak / MiB).toFixed(0)} MiB, ${((peak - idle) / MiB).toFixed(0)} MiB above idle`;
+      t.diagnostic(said);
+      assert.ok(peak - idle <= 256 * MiB, said);
+    };
+    await growth("after the copies");
+    for (const { id, layout } of environments) {
+      const made = await execOutput(client, id, ["sh", "-c", `ls ${layout!.rootPath}/d | wc -l`]);
+      assert.equal(made.stdout.trim(), String(entries), "every directory was made");
+    }
+    await Promise.all(environments.map(({ id }) => client.remove(id)));
+    await growth("after removing them");
+    assert.deepEqual(await readdir(join(own, "tiny", "envs")).catch(() => []), [], "nothing left");
+  });
+
+  test("a CopyIn that fills the disk is RESOURCE_EXHAUSTED, a tree 2,040 levels deep is copied; neither is INTERNAL", async (t) => {
+    // A 2 MiB file system of its own as the root (the test runs as root, as CI does).
+    const own = await mkdtemp(join(tmpdir(), "berth-hostile-full-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=2m", "berth-test-full", own]);
+    const full = await startDaemon(["--backend-opt", `root=${own}`]);
+    const fullChannel = openChannel(full.address);
+    t.after(async () => {
+      fullChannel.close();
+      await full.stop();
+      execFileSync("umount", [own]);
+      await rm(own, { recursive: true, force: true });
+    });
+    const client = v1alphaClient(fullChannel);
+    const { id, layout } = await client.create({});
+    const big = bigFileTar("big.bin", 8 * MiB);
+    await assert.rejects(
+      client.copyIn(id, layout!.rootPath, big.stream),
+      (err: { code?: Status; details?: string }) => {
+        const errors = full
+          .log()
+          .split("\n")
+          .filter((line) => line.includes('"level":50'));
+        assert.equal(err.code, Status.RESOURCE_EXHAUSTED, `${err.details}\n${errors.join("\n")}`);
+        assert.match(err.details ?? "", /big\.bin.*the disk is full \(ENOSPC\)/);
+        return true;
+      },
+    );
+    assert.equal((await execOutput(client, id, ["rm", `${layout!.rootPath}/big.bin`])).exitCode, 0);
+
+    const deep = Array.from({ length: 2040 }, () => "a").join("/");
+    await client.copyIn(id, layout!.rootPath, once(await tarOf([{ name: `${deep}/leaf`, content: "x" }])));
+    // The whole tree back: its deepest entry's name is 4,084 bytes, within tar's and Linux's limits.
+    const back = await readTar(client.copyOut(id, `${layout!.rootPath}/a`));
+    assert.equal(back.length, 2041);
+    assert.equal(back.at(-1)?.name, `${deep}/leaf`);
+    await client.remove(id);
   });
 });

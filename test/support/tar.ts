@@ -75,6 +75,37 @@ export function bigFileTar(
   return { stream: archive as AsyncIterable<Buffer>, sha256 };
 }
 
+/**
+ * A tar stream of `count` empty directories d/0 … d/<count-1> (the
+ * many-tiny-entries attack), generated as it is read in 256 KiB pieces.
+ */
+export async function* manyDirectoriesTar(count: number): AsyncGenerator<Buffer> {
+  const perPiece = 512;
+  const header = (name: string) => {
+    const block = Buffer.alloc(512);
+    block.write(name, 0);
+    block.write("0000755\0", 100);
+    block.write("0000000\0", 108);
+    block.write("0000000\0", 116);
+    block.write("00000000000\0", 124);
+    block.write("14000000000\0", 136);
+    block.write("5", 156);
+    block.write("ustar\u000000", 257);
+    block.write("        ", 148);
+    let sum = 0;
+    for (const byte of block) sum += byte;
+    block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+    return block;
+  };
+  yield header("d/");
+  for (let first = 0; first < count; first += perPiece) {
+    const blocks: Buffer[] = [];
+    for (let i = first; i < Math.min(count, first + perPiece); i++) blocks.push(header(`d/${i}/`));
+    yield Buffer.concat(blocks);
+  }
+  yield Buffer.alloc(1024);
+}
+
 export interface ReadEntry {
   name: string;
   type: string;
