@@ -5,11 +5,12 @@ import { failedPrecondition } from "../../src/errors.js";
  * Deletes a directory tree with `rm -rf`, not fs.rm: Node's recursive rm
  * starts the removal of every entry of a directory at once, so a job that
  * leaves 300,000 directories behind costs berth hundreds of MiB at Remove;
- * rm walks the tree in bounded memory, in a process of its own. It never
- * follows a symlink and stays on the tree's file system.
+ * rm walks the tree in bounded memory, in a process of its own, and never
+ * follows a symlink. Only the options every rm has (berth's own image has
+ * BusyBox's).
  */
 export async function removeTree(path: string): Promise<void> {
-  const child = spawn("rm", ["-rf", "--one-file-system", "--", path], {
+  const child = spawn("rm", ["-rf", "--", path], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";
