@@ -23,6 +23,48 @@ export default tseslint.config(
       ],
     },
   },
+  // The one-way boundary (ARCHITECTURE.md): the core knows drivers only by name,
+  // through the registry; only the composition root names the built-in ones.
+  // Drivers share code through plugins/kit, never by importing one another.
+  {
+    files: ["src/**/*.ts"],
+    ignores: ["src/builtin-drivers.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/plugins/**"],
+              message: "the core imports no driver: go through the DriverRegistry",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  ...["host", "docker", "kubernetes", "kit"].map((folder) => {
+    const others = ["host", "docker", "kubernetes"].filter((driver) => driver !== folder);
+    return {
+      files: [`plugins/${folder}/**/*.ts`],
+      rules: {
+        "no-restricted-imports": [
+          "error",
+          {
+            patterns: [
+              {
+                group: others.flatMap((driver) => [`../${driver}/**`, `**/plugins/${driver}/**`]),
+                message:
+                  folder === "kit"
+                    ? "the kit serves every driver and imports none"
+                    : "a driver imports no other driver: share code through plugins/kit",
+              },
+            ],
+          },
+        ],
+      },
+    };
+  }),
   {
     files: ["**/*.js"],
     ...tseslint.configs.disableTypeChecked,

@@ -22,3 +22,8 @@ export function keyValueMap(
   }
   return map;
 }
+
+/** A map as `KEY=VALUE` entries, as process environments and container APIs take them. */
+export function keyValueEntries(map: Record<string, string>): string[] {
+  return Object.entries(map).map(([key, value]) => `${key}=${value}`);
+}

@@ -15,42 +15,36 @@ import type {
   ExecResult,
   ExecSinks,
   ExecSpec,
-  Layout,
   ManagedEnvironment,
 } from "../../src/driver.js";
-import { BerthError, Status, failedPrecondition, invalidArgument, missingPath } from "../../src/errors.js";
-import { killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
-import { OomKillCounts, oomKillCounterCommand } from "../../src/exec-outcome.js";
-import { CollectingWritable } from "../../src/output-capture.js";
-import { runnerArch, runnerOs } from "../../src/runner-platform.js";
-import { keyValueMap } from "../../src/key-value.js";
-import { firstFileFromTar } from "../../src/tar-read.js";
+import {
+  BerthError,
+  Status,
+  failedPrecondition,
+  invalidArgument,
+  missingPath,
+  unavailable,
+} from "../../src/errors.js";
+import { keyValueEntries, keyValueMap } from "../../src/key-value.js";
+import { type RunInJobContainer, readOomKillCounter, signalMarked } from "../kit/container-commands.js";
+import { containerLayout, containerLayoutPaths } from "../kit/container-layout.js";
+import { newExecMarker } from "../kit/exec-marker.js";
+import { OomKillCounts } from "../kit/exec-outcome.js";
+import { type KillEscalation, escalateKill } from "../kit/kill-escalation.js";
+import { createdAt, environmentLabels, labels } from "../kit/labels.js";
+import { CollectingWritable } from "../kit/output-capture.js";
+import { runnerArch, runnerOs } from "../kit/runner-platform.js";
+import { readFileThroughCopyOut } from "../kit/tar-read.js";
 import { type JobOptions, jobOptionKeys, parseJobOptions, portBindings } from "./job-options.js";
 import { demuxExecOutput, release } from "./demux.js";
 import { dockerError, engineMessage, isConnectionError, isNotFound } from "./errors.js";
 import type { DockerOptions } from "./options.js";
-
-/** Labels on every object berth creates, so it can be found again. */
-export const labels = {
-  managed: "berth.managed",
-  instance: "berth.instance",
-  environment: "berth.environment",
-  created: "berth.created",
-  role: "berth.role",
-} as const;
 
 /** The job container runs this instead of its image's entrypoint, so that Exec can run the steps (as act does). */
 const keepAlive = ["tail", "-f", "/dev/null"];
 
 /** How long a finished command's output may stay open (held by a background process) before berth stops waiting. */
 const outputDrainMs = 1000;
-
-const layoutPaths = {
-  rootPath: "/workspace",
-  actPath: "/var/run/act",
-  toolCachePath: "/opt/hostedtoolcache",
-  tempPath: "/tmp",
-};
 
 interface DockerEnvironment {
   containerId: string;
@@ -121,7 +115,7 @@ export class DockerDriver implements Driver {
       managesOwnNetworking: true,
       supportsDockerActions: false,
       supportsLocalCopy: false,
-      globalLayout: this.layout(this.engine),
+      globalLayout: containerLayout(this.engine),
       backendOptions: jobOptionKeys,
     };
   }
@@ -137,12 +131,7 @@ export class DockerDriver implements Driver {
     }
     const image = spec.image || spec.labelArg;
     if (!image) throw invalidArgument("the docker driver needs an image: set the job's container image");
-    const objectLabels = {
-      [labels.managed]: "true",
-      [labels.instance]: this.instance,
-      [labels.environment]: id,
-      [labels.created]: new Date().toISOString(),
-    };
+    const objectLabels = environmentLabels(this.instance, id, new Date());
     const pullPolicy = spec.forcePull ? "always" : (job.pullPolicy ?? this.options.pullPolicy);
     const imageInfo = await this.ensureImage(image, pullPolicy, spec.platform);
     for (const service of spec.services) await this.ensureImage(service.image, pullPolicy, spec.platform);
@@ -163,7 +152,7 @@ export class DockerDriver implements Driver {
         .createContainer({
           name: `berth-${id}-${service.name}`,
           Image: service.image,
-          Env: Object.entries(service.env).map(([k, v]) => `${k}=${v}`),
+          Env: keyValueEntries(service.env),
           Labels: { ...objectLabels, [labels.role]: `service:${service.name}` },
           ExposedPorts: exposed,
           HostConfig: { NetworkMode: network ?? job.networkMode, PortBindings: bindings },
@@ -183,7 +172,7 @@ export class DockerDriver implements Driver {
         Image: image,
         Entrypoint: keepAlive,
         Cmd: [],
-        Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+        Env: keyValueEntries(spec.env),
         WorkingDir: spec.workingDir || undefined,
         Labels: { ...objectLabels, [labels.role]: "job" },
         HostConfig: {
@@ -210,7 +199,7 @@ export class DockerDriver implements Driver {
     };
     return {
       state,
-      layout: this.layout({ os: runnerOs(imageInfo.Os), arch: runnerArch(imageInfo.Architecture) }),
+      layout: containerLayout({ os: runnerOs(imageInfo.Os), arch: runnerArch(imageInfo.Architecture) }),
     };
   }
 
@@ -229,7 +218,7 @@ export class DockerDriver implements Driver {
     const job = this.docker.getContainer(env.containerId);
     await startContainer(job, "job container");
     // The runner copies to act_path and runs in root_path at once: they exist before the first Exec.
-    const { rootPath, actPath, toolCachePath, tempPath } = layoutPaths;
+    const { rootPath, actPath, toolCachePath, tempPath } = containerLayoutPaths;
     await this.makeDirectories(job, [rootPath, actPath, toolCachePath, tempPath], env.user ?? "");
     return { imageEnv: env.imageEnv };
   }
@@ -265,7 +254,7 @@ export class DockerDriver implements Driver {
     const exec = await container
       .exec({
         Cmd: spec.command,
-        Env: [...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), marker],
+        Env: [...keyValueEntries(spec.env), marker],
         User: spec.user || undefined,
         WorkingDir: spec.workdir || undefined,
         AttachStdout: true,
@@ -278,11 +267,12 @@ export class DockerDriver implements Driver {
       throw dockerError(err, "start exec in the job container");
     });
 
-    let killTimer: NodeJS.Timeout | undefined;
+    let escalation: KillEscalation | undefined;
     const kill = () => {
-      void this.killMarked(container, "TERM", marker);
-      killTimer = setTimeout(() => void this.killMarked(container, "KILL", marker), this.options.killGraceMs);
-      killTimer.unref();
+      escalation = escalateKill(
+        (stop) => signalMarked(this.runIn(container), stop, marker, this.logger),
+        this.options.killGraceMs,
+      );
     };
     signal.addEventListener("abort", kill, { once: true });
     // The stream ends when every holder of the output has gone; a background
@@ -327,10 +317,12 @@ export class DockerDriver implements Driver {
       if (exitCode === null) {
         return { kind: "failed", message: "the Docker engine did not report an exit code for the command" };
       }
-      return await this.oomKills.exited(ref.id, exitCode, () => this.readOomKillCounter(container));
+      return await this.oomKills.exited(ref.id, exitCode, () =>
+        readOomKillCounter(this.runIn(container), this.logger),
+      );
     } finally {
       over = true;
-      if (!lost) clearTimeout(killTimer);
+      if (!lost) escalation?.cancel();
       signal.removeEventListener("abort", kill);
       stream.destroy();
     }
@@ -361,13 +353,8 @@ export class DockerDriver implements Driver {
     }
   }
 
-  async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
-    try {
-      return await firstFileFromTar(await this.copyOut(ref, path), maxBytes);
-    } catch (err) {
-      if (err instanceof BerthError && err.code === Status.NOT_FOUND) return undefined;
-      throw err;
-    }
+  readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
+    return readFileThroughCopyOut(() => this.copyOut(ref, path), maxBytes);
   }
 
   async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
@@ -419,11 +406,10 @@ export class DockerDriver implements Driver {
     for (const objectLabels of [...containers, ...networks].map((object) => object.Labels ?? {})) {
       const id = objectLabels[labels.environment];
       if (!id) continue;
-      const created = new Date(objectLabels[labels.created] ?? "");
+      const created = createdAt(objectLabels);
       const known = found.get(id);
-      const createdAt = Number.isNaN(created.getTime()) ? undefined : created;
-      if (!known) found.set(id, { id, createdAt, state: undefined });
-      else if (createdAt && (!known.createdAt || createdAt < known.createdAt)) known.createdAt = createdAt;
+      if (!known) found.set(id, { id, createdAt: created, state: undefined });
+      else if (created && (!known.createdAt || created < known.createdAt)) known.createdAt = created;
     }
     // Remove finds everything by the environment label: no state needed.
     return [...found.values()];
@@ -473,17 +459,6 @@ export class DockerDriver implements Driver {
 
   private state(ref: EnvironmentRef): DockerEnvironment {
     return ref.state as DockerEnvironment;
-  }
-
-  private layout(platform: { os: string; arch: string }): Layout {
-    return {
-      ...layoutPaths,
-      pathVariableName: "PATH",
-      defaultPathVariable: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      pathSeparator: ":",
-      environmentCaseInsensitive: false,
-      ...platform,
-    };
   }
 
   /** Pulls the image as the policy says and returns its inspect data. */
@@ -611,22 +586,11 @@ export class DockerDriver implements Driver {
   /** makeDirectoriesScript in the job container, as root; FAILED_PRECONDITION with its stderr if it fails. */
   private async makeDirectories(container: Docker.Container, dirs: string[], user: string): Promise<void> {
     const errors = new CollectingWritable(4096);
-    let exitCode: number | null;
-    try {
-      const exec = await container.exec({
-        Cmd: ["sh", "-c", makeDirectoriesScript, "berth-mkdir", user, ...dirs],
-        User: "0",
-        AttachStdout: true,
-        AttachStderr: true,
-      });
-      await demuxExecOutput(await exec.start({ hijack: true, stdin: false }), {
-        stdout: new CollectingWritable(0),
-        stderr: errors,
-      });
-      ({ exitCode } = await waitForExitCode(exec));
-    } catch (err) {
-      throw dockerError(err, `create ${dirs.join(", ")} in the job container`);
-    }
+    const exitCode = await this.runIn(container)(
+      ["sh", "-c", makeDirectoriesScript, "berth-mkdir", user, ...dirs],
+      { stderr: errors },
+      AbortSignal.timeout(30_000),
+    );
     if (exitCode !== 0) {
       throw failedPrecondition(
         `cannot create ${dirs.join(", ")} in the job container (the image needs sh, mkdir, dirname and chown): ${errors.text().trim() || `exit code ${exitCode}`}`,
@@ -634,57 +598,33 @@ export class DockerDriver implements Driver {
     }
   }
 
-  /** The job container's OOM-kill counter, or undefined if the image cannot print it. */
-  private async readOomKillCounter(container: Docker.Container): Promise<string | undefined> {
-    try {
-      const exec = await container.exec({
-        Cmd: oomKillCounterCommand,
-        User: "0",
-        AttachStdout: true,
-        AttachStderr: true,
-      });
-      const output = new CollectingWritable(4096);
-      await demuxExecOutput(await exec.start({ hijack: true, stdin: false }), {
-        stdout: output,
-        stderr: new CollectingWritable(0),
-      });
-      return output.text();
-    } catch (err) {
-      this.logger.debug({ err: engineMessage(err) }, "could not read the job container's OOM-kill counter");
-      return undefined;
-    }
-  }
-
-  private async killMarked(
-    container: Docker.Container,
-    signal: "TERM" | "KILL",
-    marker: string,
-  ): Promise<void> {
-    // Right after a dropped connection a pooled one may still fail once: try again on a new one.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const exec = await container.exec({
-          Cmd: ["sh", "-c", killMarkedScript, "sh", signal, marker],
-          User: "0",
-        });
-        // A detached start still answers with a response stream: read it so its socket is freed.
-        const response = (await exec.start({ Detach: true })) as unknown as Readable;
-        response.resume();
-        return;
-      } catch (err) {
-        if (isConnectionError(err) && attempt < 3) {
-          await delay(200 * attempt);
-          continue;
+  /**
+   * Runs berth's own commands in the container as root. Right after a
+   * dropped connection a pooled one may still fail once: tried again on a
+   * new one.
+   */
+  private runIn(container: Docker.Container): RunInJobContainer {
+    return async (argv, output) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const exec = await container.exec({ Cmd: argv, User: "0", AttachStdout: true, AttachStderr: true });
+          await demuxExecOutput(await exec.start({ hijack: true, stdin: false }), {
+            stdout: output.stdout ?? new CollectingWritable(0),
+            stderr: output.stderr ?? new CollectingWritable(0),
+          });
+          const end = await waitForExitCode(exec);
+          if (end.exitCode !== null) return end.exitCode;
+          if (end.unreachable !== undefined) throw end.unreachable as Error;
+          throw unavailable("the Docker engine did not report the command's exit code");
+        } catch (err) {
+          if (isConnectionError(err) && attempt < 3) {
+            await delay(200 * attempt);
+            continue;
+          }
+          throw dockerError(err, `run ${argv[0]} in the job container`);
         }
-        this.logger.warn(
-          { err: engineMessage(err), signal },
-          isConnectionError(err)
-            ? "could not signal a command: the Docker engine does not answer"
-            : "could not signal a command (the image needs sh, tr and grep)",
-        );
-        return;
       }
-    }
+    };
   }
 
   /** Resolves once the exec's main process has exited (or the call is cancelled). */

@@ -1,4 +1,5 @@
 import { BerthError, Status, messageOf } from "../../src/errors.js";
+import { statusOfHttp } from "../kit/http-status.js";
 
 interface DockerodeError {
   statusCode?: number;
@@ -48,15 +49,6 @@ export function dockerError(err: unknown, doing: string): BerthError {
       { cause: err },
     );
   }
-  const status =
-    statusCode === 404
-      ? Status.NOT_FOUND
-      : statusCode === 409
-        ? Status.FAILED_PRECONDITION
-        : statusCode === 400
-          ? Status.INVALID_ARGUMENT
-          : statusCode === 401 || statusCode === 403
-            ? Status.PERMISSION_DENIED
-            : Status.UNKNOWN;
+  const status = statusCode === undefined ? Status.UNKNOWN : statusOfHttp(statusCode);
   return new BerthError(status, message, { cause: err });
 }

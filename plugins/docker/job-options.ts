@@ -1,6 +1,6 @@
 import { isAbsolute, posix } from "node:path";
 import { invalidArgument, permissionDenied } from "../../src/errors.js";
-import { parsePortSpec } from "../../src/service-ports.js";
+import { parsePortSpec } from "../kit/service-ports.js";
 import type { DockerOptions } from "./options.js";
 
 /** What a job may ask of the docker driver through backend_options. */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { booleanOption, listOption } from "../../src/driver-options.js";
+import { booleanOption, killGraceOption, listOption } from "../kit/driver-options.js";
 
 export const dockerOptionsSchema = z.object({
   /**
@@ -22,7 +22,7 @@ export const dockerOptionsSchema = z.object({
   /** How long Start waits for a service container's HEALTHCHECK to pass. */
   serviceHealthTimeoutMs: z.coerce.number().int().min(0).default(60_000),
   /** How long a cancelled command gets between SIGTERM and SIGKILL. */
-  killGraceMs: z.coerce.number().int().min(0).max(600_000).default(2000),
+  killGraceMs: killGraceOption,
   /** Run an init process (the engine's docker-init) as PID 1 of job containers, reaping orphans. */
   init: booleanOption.default(true),
 });

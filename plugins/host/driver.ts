@@ -30,8 +30,10 @@ import {
   notFound,
   permissionDenied,
 } from "../../src/errors.js";
-import { exitedWith } from "../../src/exec-outcome.js";
-import { PrefixCapture } from "../../src/output-capture.js";
+import { execMarkerVariable } from "../kit/exec-marker.js";
+import { exitedWith } from "../kit/exec-outcome.js";
+import { type KillEscalation, escalateKill } from "../kit/kill-escalation.js";
+import { PrefixCapture } from "../kit/output-capture.js";
 import { checkedTar } from "../../src/tar-safety.js";
 import { extractTar } from "./extract.js";
 import type { HostOptions } from "./options.js";
@@ -42,7 +44,7 @@ import { PidNamespaces } from "./pid-namespace.js";
 import { signalProcessTree } from "./process-tree.js";
 import { removeTree } from "./remove-tree.js";
 import { RootOwner } from "./root-owner.js";
-import { runnerArch, runnerOs } from "../../src/runner-platform.js";
+import { runnerArch, runnerOs } from "../kit/runner-platform.js";
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -53,7 +55,6 @@ const bwrapMountFailure = /^Can't (bind mount|remount|mount)\b/;
 
 /** Set in every command's environment, so its processes can be found again (as the Actions runner's RUNNER_TRACKING_ID). */
 const environmentMarker = "BERTH_ENVIRONMENT_ID";
-const execMarker = "BERTH_EXEC_ID";
 
 /** How long a finished command's output pipes may stay open (held by a background process) before berth stops waiting. */
 const outputDrainMs = 1000;
@@ -217,7 +218,7 @@ export class HostDriver implements Driver {
       ...env.env,
       ...spec.env,
       [environmentMarker]: ref.id,
-      [execMarker]: randomUUID(),
+      [execMarkerVariable]: randomUUID(),
     };
     const workdir = posix.resolve(env.workingDir, spec.workdir || ".");
     const realWorkdir = this.toReal(ref, workdir, "workdir");
@@ -230,7 +231,7 @@ export class HostDriver implements Driver {
     const missing = await this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir);
     if (missing) return { kind: "failed", message: missing };
 
-    const marker = { name: execMarker, value: variables[execMarker] };
+    const marker = { name: execMarkerVariable, value: variables[execMarkerVariable] };
     if (this.isolation === "none") {
       const child = spawn(spec.command[0], spec.command.slice(1), {
         cwd: realWorkdir,
@@ -304,12 +305,14 @@ export class HostDriver implements Driver {
         child.once("error", (error) => resolve({ error }));
       },
     );
-    let killTimer: NodeJS.Timeout | undefined;
+    let escalation: KillEscalation | undefined;
     const kill = () => {
       if (child.pid === undefined) return;
       const pid = child.pid;
-      void signalProcessTree(pid, marker, "SIGTERM");
-      killTimer = setTimeout(() => void signalProcessTree(pid, marker, "SIGKILL"), this.options.killGraceMs);
+      escalation = escalateKill(
+        (stop) => signalProcessTree(pid, marker, `SIG${stop}`),
+        this.options.killGraceMs,
+      );
     };
     signal.addEventListener("abort", kill, { once: true });
     try {
@@ -329,7 +332,7 @@ export class HostDriver implements Driver {
       if (signal.aborted) throw signal.reason;
       return exitedWith(outcome.code ?? 128 + (osConstants.signals[outcome.signal!] ?? 0));
     } finally {
-      clearTimeout(killTimer);
+      escalation?.cancel();
       signal.removeEventListener("abort", kill);
       child.stdout!.unpipe(sinks.stdout);
       child.stderr!.unpipe(sinks.stderr);

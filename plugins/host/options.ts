@@ -1,7 +1,7 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { booleanOption, listOption } from "../../src/driver-options.js";
+import { booleanOption, killGraceOption, listOption } from "../kit/driver-options.js";
 
 export const hostOptionsSchema = z.object({
   /** Where environment directories live. */
@@ -33,7 +33,7 @@ export const hostOptionsSchema = z.object({
   /** Let commands keep berth's capabilities (root's, if berth runs as root) under bubblewrap; off: all dropped. */
   keepCapabilities: booleanOption.default(false),
   /** How long a cancelled command gets between SIGTERM and SIGKILL. */
-  killGraceMs: z.coerce.number().int().min(0).max(600_000).default(2000),
+  killGraceMs: killGraceOption,
 });
 
 export type HostOptions = z.infer<typeof hostOptionsSchema>;

@@ -24,7 +24,6 @@ import type {
   ExecResult,
   ExecSinks,
   ExecSpec,
-  Layout,
   ManagedEnvironment,
 } from "../../src/driver.js";
 import {
@@ -36,12 +35,16 @@ import {
   missingPath,
   permissionDenied,
 } from "../../src/errors.js";
-import { execMarkerVariable, killMarkedScript, newExecMarker } from "../../src/exec-marker.js";
-import { OomKillCounts, oomKillCounterCommand } from "../../src/exec-outcome.js";
-import { CollectingWritable, PrefixCapture } from "../../src/output-capture.js";
-import { runnerArch, runnerOs } from "../../src/runner-platform.js";
-import { keyValueMap } from "../../src/key-value.js";
-import { firstFileFromTar } from "../../src/tar-read.js";
+import { keyValueEntries, keyValueMap } from "../../src/key-value.js";
+import { type RunInJobContainer, readOomKillCounter, signalMarked } from "../kit/container-commands.js";
+import { containerLayout, containerLayoutPaths } from "../kit/container-layout.js";
+import { execMarkerVariable, newExecMarker } from "../kit/exec-marker.js";
+import { OomKillCounts } from "../kit/exec-outcome.js";
+import { type KillEscalation, type StopSignal, escalateKill } from "../kit/kill-escalation.js";
+import { createdAt, labels } from "../kit/labels.js";
+import { CollectingWritable, PrefixCapture } from "../kit/output-capture.js";
+import { runnerArch, runnerOs } from "../kit/runner-platform.js";
+import { readFileThroughCopyOut } from "../kit/tar-read.js";
 import { type ExecEnd, type ExecSession, type ExecStreams, openExec } from "./exec-socket.js";
 import { isNotFound, kubernetesError } from "./errors.js";
 import { jobOptionKeys, parseJobOptions } from "./job-options.js";
@@ -51,8 +54,6 @@ import {
   deadlineSeconds,
   extraServiceHostNames,
   jobContainerName,
-  labels,
-  layoutPaths,
   serviceHostName,
 } from "./pod.js";
 import { eventLine, judgePod } from "./pod-status.js";
@@ -173,7 +174,7 @@ export class KubernetesDriver implements Driver {
       managesOwnNetworking: true,
       supportsDockerActions: false,
       supportsLocalCopy: false,
-      globalLayout: this.layout(),
+      globalLayout: containerLayout(this.platform),
       backendOptions: jobOptionKeys,
     };
   }
@@ -203,7 +204,7 @@ export class KubernetesDriver implements Driver {
       pod: id,
       ...(extraHosts.length > 0 ? { extraHosts } : {}),
     };
-    return { state, layout: this.layout() };
+    return { state, layout: containerLayout(this.platform) };
   }
 
   async start(
@@ -232,7 +233,7 @@ export class KubernetesDriver implements Driver {
     const env = this.state(ref);
     const marker = newExecMarker();
     const failurePrefix = `berth-exec-failed:${randomUUID()}: `;
-    const entries = [...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), marker];
+    const entries = [...keyValueEntries(spec.env), marker];
     const exported = entries.filter((entry) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(entry));
     const viaEnv = entries.filter((entry) => !exported.includes(entry));
     const stderr = new PrefixCapture(sinks.stderr, failurePrefix);
@@ -253,13 +254,13 @@ export class KubernetesDriver implements Driver {
     // After a cancel the connection stays open until the killed command's
     // status arrives (or, if killing fails, a little longer than the grace).
     const session = await this.openJobExec(env, command, { stdout: sinks.stdout, stderr }, signal);
-    const timers: NodeJS.Timeout[] = [];
+    let escalation: KillEscalation | undefined;
+    let giveUp: NodeJS.Timeout | undefined;
+    const stop = () =>
+      escalateKill((stopSignal) => this.signalMarked(env, stopSignal, marker), this.options.killGraceMs);
     const kill = () => {
-      void this.killMarked(env, "TERM", marker);
-      timers.push(
-        setTimeout(() => void this.killMarked(env, "KILL", marker), this.options.killGraceMs),
-        setTimeout(() => session.close(), this.options.killGraceMs + 10_000),
-      );
+      escalation = stop();
+      giveUp = setTimeout(() => session.close(), this.options.killGraceMs + 10_000);
     };
     if (signal.aborted) kill();
     else signal.addEventListener("abort", kill, { once: true });
@@ -267,10 +268,7 @@ export class KubernetesDriver implements Driver {
       const end = await session.ended.catch((err: unknown) => {
         // The connection dropped: the outcome is unknown, and the command may
         // still run in the pod. It is the runner's failed step now, so stop it.
-        if (!signal.aborted) {
-          void this.killMarked(env, "TERM", marker);
-          setTimeout(() => void this.killMarked(env, "KILL", marker), this.options.killGraceMs).unref();
-        }
+        if (!signal.aborted) stop();
         throw err;
       });
       signal.throwIfAborted();
@@ -280,16 +278,19 @@ export class KubernetesDriver implements Driver {
       }
       stderr.release();
       if (end.kind === "error") return { kind: "failed", message: end.message };
-      return await this.oomKills.exited(ref.id, end.exitCode, () => this.readOomKillCounter(env));
+      return await this.oomKills.exited(ref.id, end.exitCode, () =>
+        readOomKillCounter(this.runIn(env), this.logger),
+      );
     } finally {
-      for (const timer of timers) clearTimeout(timer);
+      escalation?.cancel();
+      clearTimeout(giveUp);
       signal.removeEventListener("abort", kill);
     }
   }
 
   async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void> {
     const env = this.state(ref);
-    const statusFile = `${layoutPaths.tempPath}/.berth-copy-in-${randomUUID()}`;
+    const statusFile = `${containerLayoutPaths.tempPath}/.berth-copy-in-${randomUUID()}`;
     const extract = await this.openJobExec(
       env,
       ["sh", "-c", copyInScript, "berth-copy-in", destPath, statusFile],
@@ -364,12 +365,7 @@ export class KubernetesDriver implements Driver {
     maxBytes: number,
     signal: AbortSignal,
   ): Promise<Buffer | undefined> {
-    try {
-      return await firstFileFromTar(await this.copyOut(ref, path, signal), maxBytes);
-    } catch (err) {
-      if (err instanceof BerthError && err.code === Status.NOT_FOUND) return undefined;
-      throw err;
-    }
+    return readFileThroughCopyOut(() => this.copyOut(ref, path, signal), maxBytes);
   }
 
   async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
@@ -434,9 +430,8 @@ export class KubernetesDriver implements Driver {
         const id = pod.metadata?.labels?.[labels.environment];
         const name = pod.metadata?.name;
         if (!id || !name) continue;
-        const seconds = Number(pod.metadata?.labels?.[labels.created]);
         const state: KubernetesEnvironment = { namespace, pod: name };
-        found.push({ id, createdAt: Number.isFinite(seconds) ? new Date(seconds * 1000) : undefined, state });
+        found.push({ id, createdAt: createdAt(pod.metadata?.labels), state });
       }
     }
     return found;
@@ -449,17 +444,6 @@ export class KubernetesDriver implements Driver {
 
   private state(ref: EnvironmentRef): KubernetesEnvironment {
     return ref.state as KubernetesEnvironment;
-  }
-
-  private layout(): Layout {
-    return {
-      ...layoutPaths,
-      pathVariableName: "PATH",
-      defaultPathVariable: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      pathSeparator: ":",
-      environmentCaseInsensitive: false,
-      ...this.platform,
-    };
   }
 
   /** Loads the kubeconfig once for the daemon's life; returns where it came from. */
@@ -739,40 +723,17 @@ export class KubernetesDriver implements Driver {
     );
   }
 
-  /** The job container's OOM-kill counter, or undefined if the image cannot print it. */
-  private async readOomKillCounter(env: KubernetesEnvironment): Promise<string | undefined> {
-    const output = new CollectingWritable(4096);
-    try {
-      await this.runHelper(env, oomKillCounterCommand, { stdout: output }, AbortSignal.timeout(30_000));
-      return output.text();
-    } catch (err) {
-      this.logger.debug({ err: messageOf(err) }, "could not read the job container's OOM-kill counter");
-      return undefined;
-    }
+  /** Runs berth's own commands in the job container. */
+  private runIn(env: KubernetesEnvironment): RunInJobContainer {
+    return async (argv, output, signal) => {
+      const end = await this.runHelper(env, argv, output, signal);
+      if (end.kind !== "exited") throw helperFailure(`run ${argv[0]}`, end, "");
+      return end.exitCode;
+    };
   }
 
-  private async killMarked(
-    env: KubernetesEnvironment,
-    signal: "TERM" | "KILL",
-    marker: string,
-  ): Promise<void> {
-    // The exec API refuses a command without any stream: stderr also says why a kill failed.
-    const errors = new CollectingWritable(helperStderrBytes);
-    try {
-      const end = await this.runHelper(
-        env,
-        ["sh", "-c", killMarkedScript, "sh", signal, marker],
-        { stderr: errors },
-        AbortSignal.timeout(30_000),
-      );
-      // 126/127: sh could not run a tool; a kill of a process that just exited is not a failure.
-      if (end.kind !== "exited" || end.exitCode >= 126) throw helperFailure("kill", end, errors.text());
-    } catch (err) {
-      this.logger.warn(
-        { err: messageOf(err), pod: env.pod },
-        "could not signal a cancelled command (the image needs sh, tr and grep)",
-      );
-    }
+  private signalMarked(env: KubernetesEnvironment, signal: StopSignal, marker: string): Promise<void> {
+    return signalMarked(this.runIn(env), signal, marker, this.logger.child({ pod: env.pod }));
   }
 }
 

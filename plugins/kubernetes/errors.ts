@@ -1,4 +1,5 @@
 import { BerthError, Status, messageOf } from "../../src/errors.js";
+import { statusOfHttp } from "../kit/http-status.js";
 
 /** What client-node's ApiException carries (and what berth builds from an exec upgrade's answer). */
 interface ApiFailure {
@@ -42,19 +43,5 @@ export function kubernetesError(err: unknown, doing: string): BerthError {
     );
   }
   const message = `${doing}: ${apiMessage(err)}`;
-  const status =
-    code === 404
-      ? Status.NOT_FOUND
-      : code === 409
-        ? Status.ALREADY_EXISTS
-        : code === 400 || code === 422
-          ? Status.INVALID_ARGUMENT
-          : code === 401
-            ? Status.UNAUTHENTICATED
-            : code === 403
-              ? Status.PERMISSION_DENIED
-              : code === 429 || code >= 500
-                ? Status.UNAVAILABLE
-                : Status.UNKNOWN;
-  return new BerthError(status, message, { cause: err });
+  return new BerthError(statusOfHttp(code), message, { cause: err });
 }

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { booleanOption, listOption } from "../../src/driver-options.js";
+import { booleanOption, killGraceOption, listOption } from "../kit/driver-options.js";
 
 export const kubernetesOptionsSchema = z.object({
   /** Kubeconfig file. Unset: the pod's service account when berth runs in a cluster, else $KUBECONFIG or ~/.kube/config. */
@@ -19,7 +19,7 @@ export const kubernetesOptionsSchema = z.object({
   /** How long Start waits for the pod's containers to run and be ready. */
   startTimeoutMs: z.coerce.number().int().min(1000).default(300_000),
   /** How long a cancelled command gets between SIGTERM and SIGKILL. */
-  killGraceMs: z.coerce.number().int().min(0).max(600_000).default(2000),
+  killGraceMs: killGraceOption,
   /** Interval of pings on exec connections, so idle proxies keep silent steps connected. */
   execKeepaliveMs: z.coerce.number().int().min(1000).default(30_000),
   /** Grace period for a job pod's containers when Remove deletes it. */

@@ -1,27 +1,15 @@
 import type { V1Container, V1OwnerReference, V1Pod, V1PodSpec, V1VolumeMount } from "@kubernetes/client-node";
 import type { EnvironmentSpec } from "../../src/driver.js";
 import { invalidArgument } from "../../src/errors.js";
-import { type PortSpec, parsePortSpec } from "../../src/service-ports.js";
+import { containerLayoutPaths } from "../kit/container-layout.js";
+import { environmentLabels } from "../kit/labels.js";
+import { type PortSpec, parsePortSpec } from "../kit/service-ports.js";
 import type { JobOptions } from "./job-options.js";
-
-/** Labels on every pod berth creates, so it can be found again. */
-export const labels = {
-  managed: "berth.managed",
-  instance: "berth.instance",
-  environment: "berth.environment",
-  /** Unix seconds: label values cannot hold an ISO time. */
-  created: "berth.created",
-} as const;
 
 export const jobContainerName = "job";
 
-/** Where the environment's directories are in the job container; all on one emptyDir volume. */
-export const layoutPaths = {
-  rootPath: "/workspace",
-  actPath: "/var/run/act",
-  toolCachePath: "/opt/hostedtoolcache",
-  tempPath: "/tmp",
-};
+/** The environment's directories in the job container are all on one emptyDir volume. */
+const layoutPaths = containerLayoutPaths;
 const environmentVolume = "berth-environment";
 const environmentMounts: V1VolumeMount[] = [
   { name: environmentVolume, mountPath: layoutPaths.rootPath, subPath: "workspace" },
@@ -182,10 +170,7 @@ export function buildPod(inputs: PodInputs): V1Pod {
       labels: {
         ...template.metadata.labels,
         ...job.labels,
-        [labels.managed]: "true",
-        [labels.instance]: inputs.instance,
-        [labels.environment]: id,
-        [labels.created]: String(Math.floor(inputs.now.getTime() / 1000)),
+        ...environmentLabels(inputs.instance, id, inputs.now),
       },
       annotations: {
         ...template.metadata.annotations,

@@ -17,3 +17,6 @@ export const booleanOption = z.preprocess(
   (value) => (value === "true" ? true : value === "false" ? false : value),
   z.boolean(),
 );
+
+/** How long a cancelled command gets between SIGTERM and SIGKILL: one option, the same on every driver. */
+export const killGraceOption = z.coerce.number().int().min(0).max(600_000).default(2000);

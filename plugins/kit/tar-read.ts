@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import { extract } from "tar-stream";
+import { BerthError, Status } from "../../src/errors.js";
 
 /**
  * The content of the first regular file in a tar stream, up to maxBytes
@@ -27,5 +28,21 @@ export async function firstFileFromTar(tar: Readable, maxBytes: number): Promise
     return undefined;
   } finally {
     tar.destroy();
+  }
+}
+
+/**
+ * A driver's readFile through its own CopyOut: the file's first maxBytes,
+ * or undefined when the path does not exist (CopyOut's NOT_FOUND).
+ */
+export async function readFileThroughCopyOut(
+  copyOut: () => Promise<Readable>,
+  maxBytes: number,
+): Promise<Buffer | undefined> {
+  try {
+    return await firstFileFromTar(await copyOut(), maxBytes);
+  } catch (err) {
+    if (err instanceof BerthError && err.code === Status.NOT_FOUND) return undefined;
+    throw err;
   }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Status } from "./errors.js";
+import { Status } from "../../src/errors.js";
 import { parsePortSpec } from "./service-ports.js";
 
 test("service ports as runners pass them from workflows", () => {

@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { invalidArgument } from "./errors.js";
+import { invalidArgument } from "../../src/errors.js";
 
 /** One port of a service, as `docker run -p` takes them. */
 export interface PortSpec {

@@ -1,5 +1,5 @@
 import { constants as osConstants } from "node:os";
-import type { ExecResult } from "./driver.js";
+import type { ExecResult } from "../../src/driver.js";
 
 const signalNames = new Map(Object.entries(osConstants.signals).map(([name, number]) => [number, name]));
 
