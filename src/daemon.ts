@@ -20,7 +20,7 @@ import { refusingMalformedRequests } from "./protocol/malformed.js";
 import { formatListenAddress, grpcAddress, parseListenAddress } from "./listen-address.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
 import { reconcile } from "./reconciler.js";
-import { StateStore } from "./state-store.js";
+import { StateStore, readSavedState } from "./state-store.js";
 import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
@@ -85,6 +85,7 @@ export async function provisionBackend(
   const backend = {
     name: config.name,
     driver,
+    savedState: factory.savedState,
     limits: config.limits,
     strictBackendOptions: config.strictBackendOptions,
   };
@@ -194,14 +195,22 @@ export function createDaemon({
         log.warn("a recorded environment's backend is not configured any more: forgotten");
         continue;
       }
+      const saved = readSavedState(backend.savedState, record);
+      if ("problem" in saved) {
+        log.warn(
+          { problem: saved.problem },
+          "a recorded environment's driver state is not in a format this berth reads: forgotten, so the reconciler removes its resources as an orphan",
+        );
+        continue;
+      }
       const exists = await backend.driver
-        .adopt({ id: record.id, state: record.state })
+        .adopt({ id: record.id, state: saved.state })
         .catch((err: unknown) => {
           log.warn({ err: messageOf(err) }, "cannot check a recorded environment: forgotten");
           return false;
         });
       if (exists) {
-        environments.adopt(backend, record);
+        environments.adopt(backend, { ...record, state: saved.state });
         log.info("environment of berth's last run taken up again");
       } else log.info("a recorded environment's resources are gone: forgotten");
     }

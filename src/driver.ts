@@ -1,21 +1,25 @@
 import type { Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
-import type { z } from "zod";
+import { z } from "zod";
 
-/** Where an environment's directories are, as its commands see them. */
-export interface Layout {
-  rootPath: string;
-  actPath: string;
-  toolCachePath: string;
-  tempPath: string;
-  pathVariableName: string;
-  defaultPathVariable: string;
-  pathSeparator: string;
-  environmentCaseInsensitive: boolean;
-  /** RUNNER_OS / RUNNER_ARCH values, e.g. "Linux" and "X64". */
-  os: string;
-  arch: string;
-}
+/** Where an environment's directories are, as its commands see them (a schema: records and driver state keep it). */
+export const layoutSchema = z
+  .object({
+    rootPath: z.string(),
+    actPath: z.string(),
+    toolCachePath: z.string(),
+    tempPath: z.string(),
+    pathVariableName: z.string(),
+    defaultPathVariable: z.string(),
+    pathSeparator: z.string(),
+    environmentCaseInsensitive: z.boolean(),
+    /** RUNNER_OS / RUNNER_ARCH values, e.g. "Linux" and "X64". */
+    os: z.string(),
+    arch: z.string(),
+  })
+  .strict();
+
+export type Layout = z.infer<typeof layoutSchema>;
 
 /** What a driver can do; the same for every environment it makes. */
 export interface DriverCapabilities {
@@ -63,15 +67,15 @@ export interface EnvironmentSpec {
 }
 
 /** What the core knows of one environment, handed back to its driver on every call. */
-export interface EnvironmentRef {
+export interface EnvironmentRef<State = unknown> {
   id: string;
   /** The driver's own state for this environment (paths, container ids, pod name). */
-  state: unknown;
+  state: State;
 }
 
-export interface CreatedEnvironment {
-  /** Driver state kept by the core and passed back in every EnvironmentRef. */
-  state: unknown;
+export interface CreatedEnvironment<State = unknown> {
+  /** Driver state kept by the core (and in its state file) and passed back in every EnvironmentRef. */
+  state: State;
   layout: Layout;
 }
 
@@ -124,12 +128,12 @@ export interface DriverContext {
 }
 
 /** An environment whose resources a driver found (for the reconciler). */
-export interface ManagedEnvironment {
+export interface ManagedEnvironment<State = unknown> {
   id: string;
   /** When its resources were made, as their labels say; unknown: treated as old. */
   createdAt?: Date;
-  /** Enough driver state to remove it. */
-  state: unknown;
+  /** Enough driver state to remove it; undefined if the driver's remove needs none. */
+  state: State | undefined;
 }
 
 /**
@@ -137,51 +141,82 @@ export interface ManagedEnvironment {
  * env files, checks tar entries and maps errors before a driver sees
  * anything; drivers throw BerthError for failures a person can act on.
  */
-export interface Driver {
+export interface Driver<State = unknown> {
   /** Connect to the backend and check it can be used; throws a BerthError saying why not. */
   provision(): Promise<void>;
   capabilities(): DriverCapabilities;
-  create(id: string, spec: EnvironmentSpec, signal: AbortSignal): Promise<CreatedEnvironment>;
+  create(id: string, spec: EnvironmentSpec, signal: AbortSignal): Promise<CreatedEnvironment<State>>;
   /** Boot the environment; `progress` lines reach v1alpha runners as they happen. */
   start(
-    env: EnvironmentRef,
+    env: EnvironmentRef<State>,
     progress: (line: string) => void,
     signal: AbortSignal,
   ): Promise<{ imageEnv: Record<string, string> }>;
   /** Run a command; aborting `signal` kills its whole process tree, the environment stays. */
-  exec(env: EnvironmentRef, spec: ExecSpec, sinks: ExecSinks, signal: AbortSignal): Promise<ExecResult>;
+  exec(
+    env: EnvironmentRef<State>,
+    spec: ExecSpec,
+    sinks: ExecSinks,
+    signal: AbortSignal,
+  ): Promise<ExecResult>;
   /** Extract an already checked tar stream under destPath, creating it if missing. */
-  copyIn(env: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void>;
+  copyIn(env: EnvironmentRef<State>, destPath: string, tar: Readable, signal: AbortSignal): Promise<void>;
   /** A tar stream of srcPath whose top-level entry is its base name; NOT_FOUND if missing. */
-  copyOut(env: EnvironmentRef, srcPath: string, signal: AbortSignal): Promise<Readable>;
+  copyOut(env: EnvironmentRef<State>, srcPath: string, signal: AbortSignal): Promise<Readable>;
   /** Copy a directory of the machine berth runs on into the environment (plugin.v1 CopyLocal). */
-  copyLocal?(env: EnvironmentRef, srcPath: string, destPath: string, signal: AbortSignal): Promise<void>;
+  copyLocal?(
+    env: EnvironmentRef<State>,
+    srcPath: string,
+    destPath: string,
+    signal: AbortSignal,
+  ): Promise<void>;
   /** A file's content up to maxBytes, or undefined if it does not exist. */
   readFile(
-    env: EnvironmentRef,
+    env: EnvironmentRef<State>,
     path: string,
     maxBytes: number,
     signal: AbortSignal,
   ): Promise<Buffer | undefined>;
   /** Throws if the environment is gone; returns how long to wait before asking again. */
-  health(env: EnvironmentRef): Promise<{ waitMs: number }>;
-  /** Remove everything of the environment; safe on half-created ones and twice. */
-  remove(env: EnvironmentRef): Promise<void>;
+  health(env: EnvironmentRef<State>): Promise<{ waitMs: number }>;
+  /**
+   * Remove everything of the environment; safe on half-created ones and
+   * twice, and without state (a Create that failed, an orphan found by labels).
+   */
+  remove(env: EnvironmentRef<State | undefined>): Promise<void>;
   /**
    * After berth restarted: whether the environment's resources still exist,
    * so calls on it can go on; false, and berth forgets it.
    */
-  adopt(env: EnvironmentRef): Promise<boolean>;
+  adopt(env: EnvironmentRef<State>): Promise<boolean>;
   /** Every environment of this berth instance whose resources exist now, records or not. */
-  listManaged(): Promise<ManagedEnvironment[]>;
+  listManaged(): Promise<ManagedEnvironment<State>[]>;
   /** Release connections and timers; works even if provision failed half-way. */
   cleanup(): Promise<void>;
 }
 
+/**
+ * The format of the state a driver keeps for each environment, which berth's
+ * state file holds across restarts. The core checks a record against it
+ * before handing it back to the driver: one that does not match (a renamed
+ * field, a newer format) is reported and its environment handled as an
+ * orphan, never cast blindly.
+ */
+export interface SavedState<State> {
+  /**
+   * The format's number, saved with every record (records from before
+   * formats had numbers count as 1). Bump it when the shape changes, and let
+   * `schema` read the older shapes it replaces, so an upgrade re-adopts.
+   */
+  version: number;
+  schema: z.ZodType<State>;
+}
+
 /** Builds a driver from its options (config values, or `key=value` strings from the command line). */
-export interface DriverFactory<Options = unknown> {
+export interface DriverFactory<Options = unknown, State = unknown> {
   name: string;
   /** The driver's options: unknown keys are refused, strings from `--backend-opt` are coerced. */
   optionsSchema: z.ZodObject;
-  create(options: Options, context: DriverContext): Driver;
+  savedState: SavedState<State>;
+  create(options: Options, context: DriverContext): Driver<State>;
 }

@@ -1,4 +1,4 @@
-import type { Driver, DriverContext, DriverFactory } from "./driver.js";
+import type { Driver, DriverContext, DriverFactory, SavedState } from "./driver.js";
 import { invalidArgument } from "./errors.js";
 
 /**
@@ -15,6 +15,8 @@ export interface DriverEntry {
 export interface LoadedDriver {
   name: string;
   optionsSchema: DriverFactory["optionsSchema"];
+  /** The format of the state its environments keep, with the type erased (the core checks records against it). */
+  savedState: SavedState<unknown>;
   /** Builds the driver from options that optionsSchema parsed. */
   create(options: unknown, context: DriverContext): Driver;
 }
@@ -50,10 +52,11 @@ export class DriverRegistry {
   }
 }
 
-function erase<Options>(factory: DriverFactory<Options>): LoadedDriver {
+function erase<Options, State>(factory: DriverFactory<Options, State>): LoadedDriver {
   return {
     name: factory.name,
     optionsSchema: factory.optionsSchema,
+    savedState: factory.savedState,
     create: (options, context) => factory.create(options as Options, context),
   };
 }

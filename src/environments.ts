@@ -11,6 +11,7 @@ import type {
   ExecResult,
   ExecSpec,
   Layout,
+  SavedState,
 } from "./driver.js";
 import { EnvironmentSlots } from "./environment-slots.js";
 import { checkEnv, checkExecSpec, redactError, redactResult } from "./exec-request.js";
@@ -26,6 +27,8 @@ import type { EnvironmentRecord } from "./state-store.js";
 export interface Backend {
   name: string;
   driver: Driver;
+  /** The format of its driver's saved state: records carry its version. */
+  savedState: SavedState<unknown>;
   limits: BackendConfig["limits"];
   /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
   strictBackendOptions: boolean;
@@ -217,6 +220,7 @@ export class EnvironmentService {
       id: env.ref.id,
       backend: env.backend.name,
       state: env.ref.state,
+      stateVersion: env.backend.savedState.version,
       createdAt: env.createdAt.toISOString(),
       ...(env.deadlineAt ? { deadline: env.deadlineAt.toISOString() } : {}),
       ...(env.layout ? { layout: env.layout } : {}),

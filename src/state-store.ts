@@ -10,7 +10,7 @@ import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
-import type { Layout } from "./driver.js";
+import { type Layout, type SavedState, layoutSchema } from "./driver.js";
 import { failedPrecondition, messageOf } from "./errors.js";
 
 /** One environment as the store keeps it. */
@@ -18,8 +18,10 @@ export interface EnvironmentRecord {
   id: string;
   /** Name of the backend that created it. */
   backend: string;
-  /** The driver's own state for it (container ids, pod name, paths): plain JSON. */
+  /** The driver's own state for it (container ids, pod name, paths): plain JSON, checked against its SavedState when read back. */
   state: unknown;
+  /** The version of the driver's SavedState format it was written in; absent in records from before versions: 1. */
+  stateVersion?: number;
   /** ISO time of creation. */
   createdAt: string;
   /** ISO time its environment_timeout ends, if the runner set one. */
@@ -30,21 +32,6 @@ export interface EnvironmentRecord {
   workdir?: string;
 }
 
-const layoutSchema = z
-  .object({
-    rootPath: z.string(),
-    actPath: z.string(),
-    toolCachePath: z.string(),
-    tempPath: z.string(),
-    pathVariableName: z.string(),
-    defaultPathVariable: z.string(),
-    pathSeparator: z.string(),
-    environmentCaseInsensitive: z.boolean(),
-    os: z.string(),
-    arch: z.string(),
-  })
-  .strict();
-
 const fileSchema = z
   .object({
     version: z.literal(1),
@@ -54,6 +41,7 @@ const fileSchema = z
           id: z.string().regex(/^berth-[0-9a-f]{16}$/),
           backend: z.string().min(1),
           state: z.unknown(),
+          stateVersion: z.number().int().positive().optional(),
           createdAt: z.iso.datetime(),
           deadline: z.iso.datetime().optional(),
           layout: layoutSchema.optional(),
@@ -139,4 +127,25 @@ export class StateStore {
       await dir.close();
     }
   }
+}
+
+/**
+ * A record's driver state checked against its driver's format: the typed
+ * state, or what is wrong with it (a record this berth cannot read is
+ * forgotten, and its environment's resources become an orphan).
+ */
+export function readSavedState(
+  format: SavedState<unknown>,
+  record: EnvironmentRecord,
+): { state: unknown } | { problem: string } {
+  const version = record.stateVersion ?? 1;
+  if (version > format.version) {
+    return {
+      problem: `its driver state is in format ${version}, newer than this berth's ${format.version} (was berth downgraded?)`,
+    };
+  }
+  const parsed = format.schema.safeParse(record.state);
+  if (parsed.success) return { state: parsed.data };
+  const issues = parsed.error.issues.map((issue) => `${issue.path.join(".") || "state"}: ${issue.message}`);
+  return { problem: `its driver state does not match format ${format.version}: ${issues.join("; ")}` };
 }

@@ -38,6 +38,7 @@ import { readFileThroughCopyOut } from "../kit/tar-read.js";
 import { type JobOptions, jobOptionKeys, parseJobOptions, portBindings } from "./job-options.js";
 import { demuxExecOutput, release } from "./demux.js";
 import { dockerError, engineMessage, isConnectionError, isNotFound } from "./errors.js";
+import type { DockerEnvironment } from "./state.js";
 import type { DockerOptions } from "./options.js";
 
 /** The job container runs this instead of its image's entrypoint, so that Exec can run the steps (as act does). */
@@ -45,15 +46,6 @@ const keepAlive = ["tail", "-f", "/dev/null"];
 
 /** How long a finished command's output may stay open (held by a background process) before berth stops waiting. */
 const outputDrainMs = 1000;
-
-interface DockerEnvironment {
-  containerId: string;
-  network?: string;
-  serviceIds: { name: string; id: string }[];
-  imageEnv: Record<string, string>;
-  /** The job container's default user (the image's USER); empty: root. */
-  user?: string;
-}
 
 /** The engine's answer to an exec whose working directory does not exist. */
 const missingWorkdir = /chdir to cwd .* no such file or directory/;
@@ -76,7 +68,7 @@ done`;
  * One bridge network, one job container and one container per service for
  * every environment, on a Docker engine reached through dockerode.
  */
-export class DockerDriver implements Driver {
+export class DockerDriver implements Driver<DockerEnvironment> {
   private readonly docker: Docker;
   private readonly where: string;
   private engine = { os: "Linux", arch: "X64" };
@@ -120,7 +112,7 @@ export class DockerDriver implements Driver {
     };
   }
 
-  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment<DockerEnvironment>> {
     const job = parseJobOptions(spec.backendOptions, this.options);
     for (const service of spec.services) {
       if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(service.name)) {
@@ -204,11 +196,11 @@ export class DockerDriver implements Driver {
   }
 
   async start(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<DockerEnvironment>,
     progress: (line: string) => void,
     signal: AbortSignal,
   ): Promise<{ imageEnv: Record<string, string> }> {
-    const env = this.state(ref);
+    const env = ref.state;
     for (const service of env.serviceIds) {
       progress(`starting service ${service.name}`);
       await startContainer(this.docker.getContainer(service.id), `service ${service.name}`);
@@ -224,18 +216,18 @@ export class DockerDriver implements Driver {
   }
 
   async exec(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<DockerEnvironment>,
     spec: ExecSpec,
     sinks: ExecSinks,
     signal: AbortSignal,
   ): Promise<ExecResult> {
-    const container = this.docker.getContainer(this.state(ref).containerId);
+    const container = this.docker.getContainer(ref.state.containerId);
     const result = await this.runExec(ref, container, spec, sinks, signal);
     // The engine does not create an exec's working directory (only a container's, at start):
     // make it, as the user the command runs as, and try once more.
     if (result.kind !== "failed" || !missingWorkdir.test(result.message)) return result;
     try {
-      await this.makeDirectories(container, [spec.workdir], spec.user || this.state(ref).user || "");
+      await this.makeDirectories(container, [spec.workdir], spec.user || ref.state.user || "");
     } catch (err) {
       if (!(err instanceof BerthError) || err.code !== Status.FAILED_PRECONDITION) throw err;
       return { kind: "failed", message: `cannot use working directory ${spec.workdir}: ${err.message}` };
@@ -244,7 +236,7 @@ export class DockerDriver implements Driver {
   }
 
   private async runExec(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<DockerEnvironment>,
     container: Docker.Container,
     spec: ExecSpec,
     sinks: ExecSinks,
@@ -328,14 +320,19 @@ export class DockerDriver implements Driver {
     }
   }
 
-  async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void> {
+  async copyIn(
+    ref: EnvironmentRef<DockerEnvironment>,
+    destPath: string,
+    tar: Readable,
+    signal: AbortSignal,
+  ): Promise<void> {
     // The request body is piped from the tar stream: if that fails (a refused
     // entry, possibly before the upload even starts), the request must be
     // aborted or it would wait for more body forever.
     const upload = new AbortController();
     tar.once("error", (err) => upload.abort(err));
     const aborted = AbortSignal.any([signal, upload.signal]);
-    const container = this.docker.getContainer(this.state(ref).containerId);
+    const container = this.docker.getContainer(ref.state.containerId);
     await this.ensureDirectory(container, destPath);
     aborted.throwIfAborted();
     await container.putArchive(tar, { path: destPath, abortSignal: aborted }).catch((err: unknown) => {
@@ -343,8 +340,8 @@ export class DockerDriver implements Driver {
     });
   }
 
-  async copyOut(ref: EnvironmentRef, srcPath: string): Promise<Readable> {
-    const container = this.docker.getContainer(this.state(ref).containerId);
+  async copyOut(ref: EnvironmentRef<DockerEnvironment>, srcPath: string): Promise<Readable> {
+    const container = this.docker.getContainer(ref.state.containerId);
     try {
       return (await container.getArchive({ path: srcPath })) as Readable;
     } catch (err) {
@@ -353,12 +350,16 @@ export class DockerDriver implements Driver {
     }
   }
 
-  readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
+  readFile(
+    ref: EnvironmentRef<DockerEnvironment>,
+    path: string,
+    maxBytes: number,
+  ): Promise<Buffer | undefined> {
     return readFileThroughCopyOut(() => this.copyOut(ref, path), maxBytes);
   }
 
-  async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
-    const env = this.state(ref);
+  async health(ref: EnvironmentRef<DockerEnvironment>): Promise<{ waitMs: number }> {
+    const env = ref.state;
     let waitMs = 0;
     for (const { name, id } of [
       { name: "job container", id: env.containerId },
@@ -384,9 +385,9 @@ export class DockerDriver implements Driver {
     return { waitMs };
   }
 
-  async adopt(ref: EnvironmentRef): Promise<boolean> {
+  async adopt(ref: EnvironmentRef<DockerEnvironment>): Promise<boolean> {
     try {
-      await this.docker.getContainer(this.state(ref).containerId).inspect();
+      await this.docker.getContainer(ref.state.containerId).inspect();
       return true;
     } catch (err) {
       if (isNotFound(err)) return false;
@@ -394,7 +395,7 @@ export class DockerDriver implements Driver {
     }
   }
 
-  async listManaged(): Promise<ManagedEnvironment[]> {
+  async listManaged(): Promise<ManagedEnvironment<DockerEnvironment>[]> {
     const filters = JSON.stringify({ label: [`${labels.instance}=${this.instance}`] });
     const [containers, networks] = await Promise.all([
       this.docker.listContainers({ all: true, filters }),
@@ -402,7 +403,7 @@ export class DockerDriver implements Driver {
     ]).catch((err: unknown) => {
       throw dockerError(err, "list berth's containers and networks");
     });
-    const found = new Map<string, ManagedEnvironment>();
+    const found = new Map<string, ManagedEnvironment<DockerEnvironment>>();
     for (const objectLabels of [...containers, ...networks].map((object) => object.Labels ?? {})) {
       const id = objectLabels[labels.environment];
       if (!id) continue;
@@ -415,7 +416,7 @@ export class DockerDriver implements Driver {
     return [...found.values()];
   }
 
-  async remove(ref: EnvironmentRef): Promise<void> {
+  async remove(ref: EnvironmentRef<DockerEnvironment | undefined>): Promise<void> {
     this.oomKills.forget(ref.id);
     const filters = JSON.stringify({ label: [`${labels.environment}=${ref.id}`] });
     const problems: string[] = [];
@@ -455,10 +456,6 @@ export class DockerDriver implements Driver {
 
   async cleanup(): Promise<void> {
     // dockerode keeps no connections open between requests.
-  }
-
-  private state(ref: EnvironmentRef): DockerEnvironment {
-    return ref.state as DockerEnvironment;
   }
 
   /** Pulls the image as the policy says and returns its inspect data. */

@@ -44,6 +44,7 @@ import { PidNamespaces } from "./pid-namespace.js";
 import { signalProcessTree } from "./process-tree.js";
 import { removeTree } from "./remove-tree.js";
 import { RootOwner } from "./root-owner.js";
+import type { HostEnvironment } from "./state.js";
 import { runnerArch, runnerOs } from "../kit/runner-platform.js";
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -59,25 +60,13 @@ const environmentMarker = "BERTH_ENVIRONMENT_ID";
 /** How long a finished command's output pipes may stay open (held by a background process) before berth stops waiting. */
 const outputDrainMs = 1000;
 
-interface HostEnvironment {
-  /** Everything of the environment, removed at Remove (records of berth 0.1 have none: dir then). */
-  top?: string;
-  /** The environment's root (its layout's root_path, to its commands). */
-  dir: string;
-  /** Where its private directories (options.privateDirs) really are, under bubblewrap. */
-  privateDir?: string;
-  layout: Layout;
-  env: Record<string, string>;
-  workingDir: string;
-}
-
 /**
  * Each environment is a private directory; commands are plain processes.
  * With bubblewrap, every command runs in its own mount namespace where the
  * environment's directory is mounted at one fixed path (the layout plugin.v1
  * announces once for all environments) and other environments are hidden.
  */
-export class HostDriver implements Driver {
+export class HostDriver implements Driver<HostEnvironment> {
   private isolation: "bwrap" | "none" = "none";
   /** Each environment's own PID namespace, under bubblewrap where the machine allows it. */
   private pidNamespaces: PidNamespaces | undefined;
@@ -161,7 +150,7 @@ export class HostDriver implements Driver {
     };
   }
 
-  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment<HostEnvironment>> {
     if (spec.services.length > 0) {
       throw invalidArgument(
         "the host driver cannot run service containers (supports_service_containers is false)",
@@ -187,24 +176,24 @@ export class HostDriver implements Driver {
   }
 
   async start(
-    env: EnvironmentRef,
+    env: EnvironmentRef<HostEnvironment>,
     progress: (line: string) => void,
   ): Promise<{ imageEnv: Record<string, string> }> {
-    const { dir } = this.state(env);
+    const { dir } = env.state;
     await stat(dir).catch(() => {
       throw failedPrecondition(`environment directory ${dir} is gone`);
     });
-    progress(`host environment ready at ${this.state(env).layout.rootPath}`);
+    progress(`host environment ready at ${env.state.layout.rootPath}`);
     return { imageEnv: { PATH: process.env.PATH ?? defaultPath } };
   }
 
   async exec(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<HostEnvironment>,
     spec: ExecSpec,
     sinks: ExecSinks,
     signal: AbortSignal,
   ): Promise<ExecResult> {
-    const env = this.state(ref);
+    const env = ref.state;
     if (spec.user && spec.user !== userInfo().username && spec.user !== String(process.getuid?.())) {
       return {
         kind: "failed",
@@ -352,7 +341,7 @@ export class HostDriver implements Driver {
     child.once("close", () => set.delete(child));
   }
 
-  async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable): Promise<void> {
+  async copyIn(ref: EnvironmentRef<HostEnvironment>, destPath: string, tar: Readable): Promise<void> {
     const dest = await this.openDirectory(ref, destPath, "dest_path", true);
     try {
       await extractTar(tar, dest);
@@ -361,7 +350,7 @@ export class HostDriver implements Driver {
     }
   }
 
-  async copyOut(ref: EnvironmentRef, srcPath: string): Promise<Readable> {
+  async copyOut(ref: EnvironmentRef<HostEnvironment>, srcPath: string): Promise<Readable> {
     const { parent, name } = await this.openParent(ref, srcPath, "src_path").catch((err: unknown) => {
       if (err instanceof BerthError && err.missingPath) {
         throw missingPath(`${srcPath} does not exist in the environment`);
@@ -379,7 +368,7 @@ export class HostDriver implements Driver {
     return packEntry(parent, name, posix.basename(srcPath) || name, this.logger);
   }
 
-  async copyLocal(ref: EnvironmentRef, srcPath: string, destPath: string): Promise<void> {
+  async copyLocal(ref: EnvironmentRef<HostEnvironment>, srcPath: string, destPath: string): Promise<void> {
     const src = await realpathOrNotFound(srcPath);
     const roots = await Promise.all(
       this.options.allowedLocalRoots.map((root) => realpathOrNotFound(root).catch(() => root)),
@@ -399,7 +388,11 @@ export class HostDriver implements Driver {
     }
   }
 
-  async readFile(ref: EnvironmentRef, path: string, maxBytes: number): Promise<Buffer | undefined> {
+  async readFile(
+    ref: EnvironmentRef<HostEnvironment>,
+    path: string,
+    maxBytes: number,
+  ): Promise<Buffer | undefined> {
     let opened;
     try {
       const { parent, name } = await this.openParent(ref, path, "src_path");
@@ -424,15 +417,15 @@ export class HostDriver implements Driver {
     }
   }
 
-  async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
-    const { dir } = this.state(ref);
+  async health(ref: EnvironmentRef<HostEnvironment>): Promise<{ waitMs: number }> {
+    const { dir } = ref.state;
     const dirStat = await stat(dir).catch(() => undefined);
     if (!dirStat?.isDirectory())
       throw new BerthError(Status.FAILED_PRECONDITION, `environment directory ${dir} is gone`);
     return { waitMs: 0 };
   }
 
-  async remove(ref: EnvironmentRef): Promise<void> {
+  async remove(ref: EnvironmentRef<HostEnvironment | undefined>): Promise<void> {
     // Whatever the environment's commands left running, wherever it went (its PID namespace's holder too).
     await signalProcessTree(undefined, { name: environmentMarker, value: ref.id }, "SIGKILL");
     this.pidNamespaces?.forget(ref.id);
@@ -441,8 +434,7 @@ export class HostDriver implements Driver {
       child.stderr?.destroy();
     }
     this.lingering.delete(ref.id);
-    const state = ref.state as HostEnvironment | undefined;
-    await removeTree(state?.top ?? state?.dir ?? this.envDir(ref.id));
+    await removeTree(ref.state?.top ?? ref.state?.dir ?? this.envDir(ref.id));
   }
 
   /** Stops reading what background processes still write; the environments stay, for the next berth to adopt. */
@@ -457,13 +449,13 @@ export class HostDriver implements Driver {
     await this.owner.release();
   }
 
-  async adopt(ref: EnvironmentRef): Promise<boolean> {
-    return (await stat(this.state(ref).dir).catch(() => undefined))?.isDirectory() ?? false;
+  async adopt(ref: EnvironmentRef<HostEnvironment>): Promise<boolean> {
+    return (await stat(ref.state.dir).catch(() => undefined))?.isDirectory() ?? false;
   }
 
-  async listManaged(): Promise<ManagedEnvironment[]> {
+  async listManaged(): Promise<ManagedEnvironment<HostEnvironment>[]> {
     const names = await readdir(this.envsDir).catch(() => []);
-    const found: ManagedEnvironment[] = [];
+    const found: ManagedEnvironment<HostEnvironment>[] = [];
     for (const id of names.filter((name) => /^berth-[0-9a-f]{16}$/.test(name))) {
       const info = await stat(this.envDir(id)).catch(() => undefined);
       // Some filesystems keep no birth time (0): the last change is the best guess then.
@@ -477,10 +469,6 @@ export class HostDriver implements Driver {
     return join(this.envsDir, id);
   }
 
-  private state(ref: EnvironmentRef): HostEnvironment {
-    return ref.state as HostEnvironment;
-  }
-
   /** Where the environment's own directories appear to its commands, and where they really are. */
   private mappings(env: HostEnvironment): PathMapping[] {
     const privateDirs =
@@ -491,8 +479,8 @@ export class HostDriver implements Driver {
   }
 
   /** The real path of a path as the environment's commands see it; outside the environment: refused. */
-  private toReal(ref: EnvironmentRef, path: string, field: string): string {
-    const env = this.state(ref);
+  private toReal(ref: EnvironmentRef<HostEnvironment>, path: string, field: string): string {
+    const env = ref.state;
     const real = mapPath(this.mappings(env), path);
     if (real !== undefined) return real;
     const normalised = posix.normalize(path);
@@ -510,12 +498,12 @@ export class HostDriver implements Driver {
 
   /** The environment's own directory that holds a path, and the path's components below it. */
   private locate(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<HostEnvironment>,
     path: string,
     field: string,
   ): { base: Promise<Directory>; components: string[] } {
     const real = this.toReal(ref, path, field);
-    const mapping = this.mappings(this.state(ref))
+    const mapping = this.mappings(ref.state)
       .filter((candidate) => isInside(candidate.real, real))
       .sort((a, b) => b.real.length - a.real.length)[0];
     const components = relative(mapping.real, real).split(sep).filter(Boolean);
@@ -524,7 +512,7 @@ export class HostDriver implements Driver {
 
   /** A directory of the environment (made if `create` and missing), opened race-free (directory.ts). */
   private async openDirectory(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<HostEnvironment>,
     path: string,
     field: string,
     create: boolean,
@@ -536,7 +524,7 @@ export class HostDriver implements Driver {
 
   /** The open directory that holds a path, and the path's last name in it. */
   private async openParent(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<HostEnvironment>,
     path: string,
     field: string,
   ): Promise<{ parent: Directory; name: string }> {
@@ -606,13 +594,13 @@ export class HostDriver implements Driver {
 
   /** Why the program cannot be run, or undefined if it can: checked up front so the runner gets a clear message. */
   private async findProgram(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<HostEnvironment>,
     program: string,
     path: string,
     workdir: string,
   ): Promise<string | undefined> {
     // The environment's own directories are mapped; other paths are the host's (as commands see them).
-    const mappings = this.mappings(this.state(ref));
+    const mappings = this.mappings(ref.state);
     const real = (p: string) => mapPath(mappings, p) ?? p;
     const executable = async (p: string) => {
       try {

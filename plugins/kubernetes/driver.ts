@@ -47,6 +47,7 @@ import { runnerArch, runnerOs } from "../kit/runner-platform.js";
 import { readFileThroughCopyOut } from "../kit/tar-read.js";
 import { type ExecEnd, type ExecSession, type ExecStreams, openExec } from "./exec-socket.js";
 import { isNotFound, kubernetesError } from "./errors.js";
+import type { KubernetesEnvironment } from "./state.js";
 import { jobOptionKeys, parseJobOptions } from "./job-options.js";
 import type { KubernetesOptions } from "./options.js";
 import {
@@ -57,13 +58,6 @@ import {
   serviceHostName,
 } from "./pod.js";
 import { eventLine, judgePod } from "./pod-status.js";
-
-interface KubernetesEnvironment {
-  namespace: string;
-  pod: string;
-  /** Service names that are no host names as written; Start adds them to the job's /etc/hosts. */
-  extraHosts?: string[];
-}
 
 /** Appends 127.0.0.1 lines for the names $@ to /etc/hosts (the pod's services share its network). */
 const addHostsScript = `for n; do printf '127.0.0.1\t%s\n' "$n"; done >>/etc/hosts`;
@@ -116,7 +110,7 @@ const helperStderrBytes = 8192;
  * A pod per job, through the Kubernetes API: exec over WebSocket, copies
  * through tar in the job container, Start watching the pod and its events.
  */
-export class KubernetesDriver implements Driver {
+export class KubernetesDriver implements Driver<KubernetesEnvironment> {
   private readonly kubeConfig = new KubeConfig();
   private core!: CoreV1Api;
   private namespace = "default";
@@ -179,7 +173,7 @@ export class KubernetesDriver implements Driver {
     };
   }
 
-  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment<KubernetesEnvironment>> {
     const job = parseJobOptions(spec.backendOptions, { ...this.options, namespace: this.namespace });
     const namespace = job.namespace ?? this.namespace;
     const owner = this.owner?.namespace === namespace ? this.owner : undefined;
@@ -208,11 +202,11 @@ export class KubernetesDriver implements Driver {
   }
 
   async start(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<KubernetesEnvironment>,
     progress: (line: string) => void,
     signal: AbortSignal,
   ): Promise<{ imageEnv: Record<string, string> }> {
-    const env = this.state(ref);
+    const env = ref.state;
     await this.waitUntilReady(env, progress, signal);
     progress("all containers are running and ready");
     if (env.extraHosts) await this.addServiceHosts(env, progress, signal);
@@ -225,12 +219,12 @@ export class KubernetesDriver implements Driver {
   }
 
   async exec(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<KubernetesEnvironment>,
     spec: ExecSpec,
     sinks: ExecSinks,
     signal: AbortSignal,
   ): Promise<ExecResult> {
-    const env = this.state(ref);
+    const env = ref.state;
     const marker = newExecMarker();
     const failurePrefix = `berth-exec-failed:${randomUUID()}: `;
     const entries = [...keyValueEntries(spec.env), marker];
@@ -288,8 +282,13 @@ export class KubernetesDriver implements Driver {
     }
   }
 
-  async copyIn(ref: EnvironmentRef, destPath: string, tar: Readable, signal: AbortSignal): Promise<void> {
-    const env = this.state(ref);
+  async copyIn(
+    ref: EnvironmentRef<KubernetesEnvironment>,
+    destPath: string,
+    tar: Readable,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const env = ref.state;
     const statusFile = `${containerLayoutPaths.tempPath}/.berth-copy-in-${randomUUID()}`;
     const extract = await this.openJobExec(
       env,
@@ -320,8 +319,12 @@ export class KubernetesDriver implements Driver {
     throw helperFailure(`copy into ${destPath}`, end, errors.text());
   }
 
-  async copyOut(ref: EnvironmentRef, srcPath: string, signal: AbortSignal): Promise<Readable> {
-    const env = this.state(ref);
+  async copyOut(
+    ref: EnvironmentRef<KubernetesEnvironment>,
+    srcPath: string,
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    const env = ref.state;
     const path = posix.normalize(srcPath).replace(/(.)\/+$/, "$1");
     const [directory, base] = path === "/" ? ["/", "."] : [posix.dirname(path), posix.basename(path)];
     const output = new PassThrough({ highWaterMark: 1024 * 1024 });
@@ -360,7 +363,7 @@ export class KubernetesDriver implements Driver {
   }
 
   async readFile(
-    ref: EnvironmentRef,
+    ref: EnvironmentRef<KubernetesEnvironment>,
     path: string,
     maxBytes: number,
     signal: AbortSignal,
@@ -368,8 +371,8 @@ export class KubernetesDriver implements Driver {
     return readFileThroughCopyOut(() => this.copyOut(ref, path, signal), maxBytes);
   }
 
-  async health(ref: EnvironmentRef): Promise<{ waitMs: number }> {
-    const env = this.state(ref);
+  async health(ref: EnvironmentRef<KubernetesEnvironment>): Promise<{ waitMs: number }> {
+    const env = ref.state;
     const pod = await this.core
       .readNamespacedPod({ name: env.pod, namespace: env.namespace })
       .catch((err: unknown) => {
@@ -391,9 +394,16 @@ export class KubernetesDriver implements Driver {
     return { waitMs: verdict.state === "ready" ? 0 : 1000 };
   }
 
-  async remove(ref: EnvironmentRef): Promise<void> {
+  async remove(ref: EnvironmentRef<KubernetesEnvironment | undefined>): Promise<void> {
     this.oomKills.forget(ref.id);
-    const env = this.state(ref);
+    if (ref.state) return this.removePod(ref.state);
+    // No state (a Create that failed after the pod was made): find its pod by label.
+    for (const found of await this.listManaged()) {
+      if (found.id === ref.id && found.state) await this.removePod(found.state);
+    }
+  }
+
+  private async removePod(env: KubernetesEnvironment): Promise<void> {
     try {
       await this.core.deleteNamespacedPod({
         name: env.pod,
@@ -407,8 +417,8 @@ export class KubernetesDriver implements Driver {
     await this.waitUntilGone(env);
   }
 
-  async adopt(ref: EnvironmentRef): Promise<boolean> {
-    const env = this.state(ref);
+  async adopt(ref: EnvironmentRef<KubernetesEnvironment>): Promise<boolean> {
+    const env = ref.state;
     try {
       const pod = await this.core.readNamespacedPod({ name: env.pod, namespace: env.namespace });
       return pod.metadata?.deletionTimestamp === undefined;
@@ -418,8 +428,8 @@ export class KubernetesDriver implements Driver {
     }
   }
 
-  async listManaged(): Promise<ManagedEnvironment[]> {
-    const found: ManagedEnvironment[] = [];
+  async listManaged(): Promise<ManagedEnvironment<KubernetesEnvironment>[]> {
+    const found: ManagedEnvironment<KubernetesEnvironment>[] = [];
     for (const namespace of new Set([this.namespace, ...this.options.allowedNamespaces])) {
       const pods = await this.core
         .listNamespacedPod({ namespace, labelSelector: `${labels.instance}=${this.instance}` })
@@ -440,10 +450,6 @@ export class KubernetesDriver implements Driver {
   async cleanup(): Promise<void> {
     for (const watch of this.watches) watch.abort();
     this.watches.clear();
-  }
-
-  private state(ref: EnvironmentRef): KubernetesEnvironment {
-    return ref.state as KubernetesEnvironment;
   }
 
   /** Loads the kubeconfig once for the daemon's life; returns where it came from. */

@@ -144,6 +144,57 @@ describe("restarts and leftovers", docker, () => {
     }
   });
 
+  test("a record from before driver state had versions is taken up; one its driver cannot read is forgotten and removed as an orphan", async () => {
+    const first = await serve();
+    let channel = openChannel(socket);
+    const old = (await v1alphaClient(channel).create({ image: testImages.busybox })).id;
+    const renamed = (await v1alphaClient(channel).create({ image: testImages.busybox })).id;
+    await v1alphaClient(channel).start(old);
+    channel.close();
+    assert.equal(await first.stop(), 0);
+    const file = join(stateDir, "environments.json");
+    type Written = { id: string; stateVersion?: number; state: Record<string, unknown> };
+    const state = JSON.parse(await readFile(file, "utf8")) as { environments: Written[] };
+    assert.deepEqual(
+      state.environments.map((record) => record.stateVersion),
+      [1, 1],
+      "records carry their driver's state format",
+    );
+    for (const record of state.environments) {
+      // As berth wrote records before formats had numbers.
+      delete record.stateVersion;
+      // As a driver would see a field renamed by an upgrade.
+      if (record.id === renamed) {
+        record.state.container = record.state.containerId;
+        delete record.state.containerId;
+      }
+    }
+    await writeFile(file, JSON.stringify(state));
+
+    const second = await serve();
+    try {
+      assert.match(
+        second.log(),
+        new RegExp(
+          `"environmentId":"${renamed}".*"problem":"its driver state does not match format 1: containerId: [^"]+".*not in a format this berth reads`,
+        ),
+      );
+      channel = openChannel(socket);
+      const client = v1alphaClient(channel);
+      const again = await execOutput(client, old, ["sh", "-c", "echo again"]);
+      assert.deepEqual([again.exitCode, again.stdout], [0, "again\n"], "the unnumbered record is taken up");
+      await assert.rejects(client.exec(renamed, ["true"]), expectCode(Status.NOT_FOUND));
+      assert.ok(
+        await eventually(() => objectsOf(renamed).length === 0, 10_000),
+        "the unreadable record's container and network are removed as an orphan",
+      );
+      await client.remove(old);
+      channel.close();
+    } finally {
+      await second.stop();
+    }
+  });
+
   test("a damaged state file is moved aside with a log line; berth starts and its environments become orphans", async () => {
     const first = await serve();
     let channel = openChannel(socket);

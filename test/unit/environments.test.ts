@@ -14,7 +14,7 @@ import { type Backend, EnvironmentService, type ExecEvent } from "../../src/envi
 import { BerthError, Status } from "../../src/errors.js";
 import { Metrics } from "../../src/metrics.js";
 import { environmentSpec } from "../../src/protocol/common.js";
-import { FakeDriver, fakeLayout } from "./fake-driver.js";
+import { FakeDriver, fakeLayout, fakeSavedState } from "./fake-driver.js";
 
 interface Setup {
   service: EnvironmentService;
@@ -40,6 +40,7 @@ function setup(limits: Partial<Backend["limits"]> = {}, strictBackendOptions = f
   const backend: Backend = {
     name: "fake",
     driver,
+    savedState: fakeSavedState,
     limits: { createWaitMs: 300_000, rpcTimeoutMs: {}, ...limits },
     strictBackendOptions,
   };

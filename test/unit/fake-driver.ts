@@ -23,8 +23,10 @@ import type {
   ExecSpec,
   Layout,
   ManagedEnvironment,
+  SavedState,
 } from "../../src/driver.js";
 import { failedPrecondition } from "../../src/errors.js";
+import { z } from "zod";
 
 export const fakeLayout: Layout = {
   rootPath: "/fake/root",
@@ -38,6 +40,9 @@ export const fakeLayout: Layout = {
   os: "Linux",
   arch: "X64",
 };
+
+/** The fake's saved state: `{ fake: <id> }`. */
+export const fakeSavedState: SavedState<unknown> = { version: 1, schema: z.object({ fake: z.string() }) };
 
 export class FakeDriver implements Driver {
   /** Specs of every Create, in order. */
