@@ -15,17 +15,14 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # npm ci runs the build (prepare): protobuf generation and tsc need the sources.
-COPY buf.yaml buf.gen.yaml tsconfig.json ./
+COPY buf.yaml buf.gen.yaml tsconfig.json tsconfig.build.json ./
 COPY scripts/ scripts/
 COPY proto/ proto/
 COPY bin/ bin/
 COPY src/ src/
 COPY plugins/ plugins/
-COPY test/ test/
-COPY bench/ bench/
-RUN npm ci --no-audit --no-fund \
-  && rm -rf dist/test dist/bench \
-  && find dist -name '*.test.js*' -exec rm -f {} +
+# prepare builds the product alone (tsconfig.build.json): no tests, no benchmarks.
+RUN npm ci --no-audit --no-fund
 
 FROM ${NODE_IMAGE}
 WORKDIR /opt/berth

@@ -40,5 +40,5 @@ export BERTH_TEST_KUBECONFIG=$kubeconfig BERTH_REQUIRE_KUBERNETES=1
 export BERTH_REQUIRE_DOCKER=${BERTH_REQUIRE_DOCKER:-1}
 
 echo "--- kubernetes: tests"
-npm run build --silent
+npm run build:all --silent
 node scripts/test.js kubernetes

@@ -148,7 +148,23 @@ describe("the Dockerfile", docker, () => {
       assert.doesNotMatch(stdout, new RegExp(`^${dev}$`, "m"), `${dev} is not in the image`);
     }
     assert.match(stdout, /^nice-grpc$/m);
-    assert.doesNotMatch(stdout, /^test$/m, "compiled tests stay in the build stage");
+    const dist = stdout.slice(stdout.indexOf("/opt/berth/dist:"));
+    assert.deepEqual(
+      dist.split("\n").slice(1).filter(Boolean),
+      ["plugins", "src"],
+      "only the product is built",
+    );
+    const tests = await dockerCli([
+      "run",
+      "--rm",
+      "--entrypoint",
+      "find",
+      berthImage,
+      "/opt/berth/dist",
+      "-name",
+      "*.test.js",
+    ]);
+    assert.equal(tests.stdout, "", "no compiled test is shipped");
   });
 
   test("serves a job on a socket in a mounted directory", async () => {
