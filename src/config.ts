@@ -8,26 +8,15 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from "yaml";
 import { z } from "zod";
+import { type BackendLimits, limitedRpcs } from "./backend-limits.js";
 import type { DriverRegistry, LoadedDriver } from "./drivers.js";
 import { BerthError, Status, messageOf } from "./errors.js";
 import { defaultListen, isLoopbackHost, parseListenAddress } from "./listen-address.js";
 import type { LogLevel } from "./logger.js";
 
-const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
+export { limitedRpcs, type LimitedRpc } from "./backend-limits.js";
 
-/** RPCs a backend's limits may give a deadline, by their names in the protocols. */
-export const limitedRpcs = [
-  "create",
-  "start",
-  "exec",
-  "copyIn",
-  "copyOut",
-  "copyLocal",
-  "updateEnv",
-  "isHealthy",
-  "remove",
-] as const;
-export type LimitedRpc = (typeof limitedRpcs)[number];
+const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
 
 const tlsSchema = z
   .object({
@@ -185,14 +174,7 @@ export interface BackendConfig {
   options: unknown;
   /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
   strictBackendOptions: boolean;
-  limits: {
-    maxEnvironments?: number;
-    /** How long a Create at maxEnvironments waits for a slot; 0: refused at once. */
-    createWaitMs: number;
-    /** Most bytes of file content in one CopyIn; unset: the tar checker's default (64 GiB). */
-    maxCopyInBytes?: number;
-    rpcTimeoutMs: Partial<Record<LimitedRpc, number>>;
-  };
+  limits: BackendLimits;
 }
 
 /** Everything a daemon is built from. */

@@ -19,7 +19,7 @@ import { parseEnvFile, maxEnvFileBytes } from "./env-file.js";
 import { BerthError, Status, invalidArgument, messageOf, notFound } from "./errors.js";
 import { EventChannel } from "./event-channel.js";
 import { checkedTar } from "./tar-safety.js";
-import type { BackendConfig, LimitedRpc } from "./config.js";
+import type { BackendLimits, LimitedRpc } from "./backend-limits.js";
 import type { ExecOutcome, Metrics } from "./metrics.js";
 import type { EnvironmentRecord } from "./state-store.js";
 
@@ -29,7 +29,7 @@ export interface Backend {
   driver: Driver;
   /** The format of its driver's saved state: records carry its version. */
   savedState: SavedState<unknown>;
-  limits: BackendConfig["limits"];
+  limits: BackendLimits;
   /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
   strictBackendOptions: boolean;
 }
