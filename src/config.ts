@@ -63,17 +63,26 @@ const limitsSchema = z
   })
   .strict();
 
+/** A backend's limits when it gives none (a fresh object each time: callers own what they get). */
+function defaultLimits(): z.infer<typeof limitsSchema> {
+  return { rpcTimeoutSeconds: {}, createWaitSeconds: 300, maxEnvironments: 24 };
+}
+
 const backendSchema = z
   .object({
     driver: z.string().min(1),
     options: z.record(z.string(), z.unknown()).default({}),
-    limits: limitsSchema.default({ rpcTimeoutSeconds: {}, createWaitSeconds: 300, maxEnvironments: 24 }),
+    limits: limitsSchema.default(defaultLimits),
     /** Refuse backend_options the driver does not know, instead of ignoring them with a warning. */
     strictBackendOptions: z.boolean().default(false),
   })
   .strict();
 
 const backendName = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** An instance name goes into labels, so it is a DNS label. */
+const instanceName = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const instanceNameRule = "lower-case letters, digits and '-', at most 63";
 
 export const configSchema = z
   .object({
@@ -109,10 +118,7 @@ export const configSchema = z
     /** Where berth keeps its records of environments (re-adopted after a restart). */
     stateDir: z.string().min(1).default(".berth"),
     /** This berth's name on what it creates (labels); berths sharing an engine or namespace need different ones. */
-    instance: z
-      .string()
-      .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, "lower-case letters, digits and '-', at most 63")
-      .default("berth"),
+    instance: z.string().regex(instanceName, instanceNameRule).default("berth"),
     reconciler: z
       .object({
         intervalSeconds: z.number().positive().default(300),
@@ -256,13 +262,12 @@ function nodeAt(document: Document, path: readonly PropertyKey[], keyOnly: boole
 }
 
 /** Issues of a zod parse as located problems. */
-function zodProblems(error: z.ZodError, locate: Locator, prefix: PropertyKey[] = []): string[] {
+function zodProblems(error: z.ZodError, locate: Locator): string[] {
   return error.issues.flatMap((issue) => {
-    const path = [...prefix, ...issue.path];
     if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((key) => `${locate.at([...path, key], { keyOnly: true })}: unknown key`);
+      return issue.keys.map((key) => `${locate.at([...issue.path, key], { keyOnly: true })}: unknown key`);
     }
-    return [`${locate.at(path)}: ${issue.message}`];
+    return [`${locate.at(issue.path)}: ${issue.message}`];
   });
 }
 
@@ -289,6 +294,27 @@ function readConfigFile(file: string): { document: Document; lines: LineCounter;
   return { document, lines, value: document.toJS() ?? {} };
 }
 
+/** A backend as the file and the flags give it, before its driver has read its options. */
+type MergedBackend = z.infer<typeof backendSchema> & {
+  /** Made for --backend, not in the file: its problems are the command line's. */
+  fromFlags: boolean;
+  /** The options --backend-opt set, so that their problems name the flag. */
+  flagOptions: Set<string>;
+};
+
+/** A listener as the file or the flags give it. */
+type MergedListener = z.infer<typeof listenerSchema> & { fromFlags: boolean };
+
+/** What resolving a listener needs besides the listener. */
+interface ListenerContext {
+  locate: Locator;
+  /** Every backend's name, also of those whose driver or options are wrong. */
+  backendNames: string[];
+  flagTls: TlsConfig | undefined;
+  insecureFlag: boolean;
+  checkFiles: boolean;
+}
+
 /**
  * Loads the configuration: the file (if any), then the flags over it, then
  * every check that needs the whole (listeners' backends, drivers and their
@@ -300,196 +326,297 @@ export async function loadConfig(
   drivers: DriverRegistry,
   { checkFiles = true }: { checkFiles?: boolean } = {},
 ): Promise<DaemonConfig> {
-  const file = flags.config;
+  const { fileConfig, locate } = validatedFileConfig(flags.config);
+  const { backends, soleBackend } = mergeBackends(fileConfig.backends, flags.backend);
+  const problems = applyBackendOptFlags(backends.get(soleBackend ?? ""), flags.backendOpt);
+  const listeners = mergeListeners(fileConfig.listeners, flags.listen, soleBackend);
+  const flagTls = flagTlsConfig(flags);
+  problems.push(...flagProblems(flags.instance, flagTls));
+  const resolvedBackends = await resolveBackends(backends, drivers, locate, problems);
+  const listenerContext: ListenerContext = {
+    locate,
+    backendNames: [...backends.keys()],
+    flagTls,
+    insecureFlag: flags.insecure === true,
+    checkFiles,
+  };
+  const resolvedListeners = listeners.flatMap(
+    (listener, index) => resolveListener(listener, index, listenerContext, problems) ?? [],
+  );
+  problems.push(...duplicateAddressProblems(listeners, locate));
+  if (problems.length > 0) throw new ConfigError(problems);
+  return assembleDaemonConfig(fileConfig, flags, resolvedBackends, resolvedListeners);
+}
+
+/** The file's configuration (the defaults without a file), and where each of its keys is. */
+function validatedFileConfig(file: string | undefined): { fileConfig: FileConfig; locate: Locator } {
   const parsed = file ? readConfigFile(file) : undefined;
   const locate = new Locator(file, parsed?.document, parsed?.lines ?? new LineCounter());
   const result = configSchema.safeParse(parsed?.value ?? {});
   if (!result.success) throw new ConfigError(zodProblems(result.error, locate));
-  const fileConfig = result.data;
-  const problems: string[] = [];
+  return { fileConfig: result.data, locate };
+}
 
-  // Backends: the file's, and the one --backend names if the file has none by that name.
-  const backends = new Map(
-    Object.entries(fileConfig.backends ?? {}).map(([name, backend]) => [
+/**
+ * The file's backends, and the one --backend names if the file has none by
+ * that name (host if neither names one). soleBackend is the one that flags
+ * and listeners without a backend of their own are for, if there is one.
+ */
+function mergeBackends(
+  fileBackends: FileConfig["backends"],
+  backendFlag: string | undefined,
+): { backends: Map<string, MergedBackend>; soleBackend: string | undefined } {
+  const backends = new Map<string, MergedBackend>(
+    Object.entries(fileBackends ?? {}).map(([name, backend]) => [
       name,
       { ...backend, fromFlags: false, flagOptions: new Set<string>() },
     ]),
   );
-  const flagBackend = flags.backend ?? (backends.size === 0 ? "host" : undefined);
+  const flagBackend = backendFlag ?? (backends.size === 0 ? "host" : undefined);
   if (flagBackend !== undefined && !backends.has(flagBackend)) {
     backends.set(flagBackend, {
       driver: flagBackend,
       options: {},
-      limits: { rpcTimeoutSeconds: {}, createWaitSeconds: 300, maxEnvironments: 24 },
+      limits: defaultLimits(),
       strictBackendOptions: false,
       fromFlags: true,
       flagOptions: new Set(),
     });
   }
   const soleBackend = flagBackend ?? (backends.size === 1 ? [...backends.keys()][0] : undefined);
-  if (Object.keys(flags.backendOpt).length > 0) {
-    const target = backends.get(soleBackend ?? "");
-    if (target === undefined) {
-      problems.push("command line: --backend-opt: the file has several backends; say which with --backend");
-    } else {
-      target.options = { ...target.options, ...flags.backendOpt };
-      for (const key of Object.keys(flags.backendOpt)) target.flagOptions.add(key);
-    }
-  }
+  return { backends, soleBackend };
+}
 
-  // Listeners: --listen replaces the file's; flag listeners serve --backend (or the only backend).
-  type Listener = z.infer<typeof listenerSchema> & { fromFlags: boolean };
-  const listeners: Listener[] =
-    flags.listen.length > 0 || !fileConfig.listeners
-      ? (flags.listen.length > 0 ? flags.listen : [defaultListen]).map((address) => ({
-          address,
-          backend: soleBackend,
-          insecure: false,
-          fromFlags: true,
-        }))
-      : fileConfig.listeners.map((listener) => ({
-          ...listener,
-          backend: listener.backend ?? soleBackend,
-          fromFlags: false,
-        }));
-  const flagTls: TlsConfig | undefined =
-    flags.tlsCert !== undefined || flags.tlsKey !== undefined
-      ? { cert: flags.tlsCert ?? "", key: flags.tlsKey ?? "", clientCa: flags.tlsClientCa, reloadSeconds: 60 }
-      : undefined;
-  if (flags.instance !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(flags.instance)) {
-    problems.push(
-      `command line: --instance ${flags.instance}: lower-case letters, digits and '-', at most 63`,
-    );
+/** Lays the --backend-opt options over the sole backend's; the problems, if there is no sole backend. */
+function applyBackendOptFlags(
+  target: MergedBackend | undefined,
+  backendOpt: Record<string, string>,
+): string[] {
+  if (Object.keys(backendOpt).length === 0) return [];
+  if (target === undefined) {
+    return ["command line: --backend-opt: the file has several backends; say which with --backend"];
+  }
+  target.options = { ...target.options, ...backendOpt };
+  for (const key of Object.keys(backendOpt)) target.flagOptions.add(key);
+  return [];
+}
+
+/**
+ * --listen replaces the file's listeners; flag listeners, and file ones that
+ * name no backend, serve the sole backend.
+ */
+function mergeListeners(
+  fileListeners: FileConfig["listeners"],
+  listen: string[],
+  soleBackend: string | undefined,
+): MergedListener[] {
+  if (listen.length > 0 || !fileListeners) {
+    return (listen.length > 0 ? listen : [defaultListen]).map((address) => ({
+      address,
+      backend: soleBackend,
+      insecure: false,
+      fromFlags: true,
+    }));
+  }
+  return fileListeners.map((listener) => ({
+    ...listener,
+    backend: listener.backend ?? soleBackend,
+    fromFlags: false,
+  }));
+}
+
+/** The TLS that --tls-cert and --tls-key give every listener not on a unix socket, instead of the file's. */
+function flagTlsConfig(flags: ServeFlags): TlsConfig | undefined {
+  if (flags.tlsCert === undefined && flags.tlsKey === undefined) return undefined;
+  return {
+    cert: flags.tlsCert ?? "",
+    key: flags.tlsKey ?? "",
+    clientCa: flags.tlsClientCa,
+    reloadSeconds: 60,
+  };
+}
+
+/** What is wrong with flags that no schema parses. */
+function flagProblems(instance: string | undefined, flagTls: TlsConfig | undefined): string[] {
+  const problems: string[] = [];
+  if (instance !== undefined && !instanceName.test(instance)) {
+    problems.push(`command line: --instance ${instance}: ${instanceNameRule}`);
   }
   if (flagTls && (!flagTls.cert || !flagTls.key)) {
     problems.push("command line: --tls-cert and --tls-key go together");
   }
+  return problems;
+}
 
-  const resolvedBackends: BackendConfig[] = [];
+/** The backends whose drivers exist and accept their options; the problems of the others go to problems. */
+async function resolveBackends(
+  backends: Map<string, MergedBackend>,
+  drivers: DriverRegistry,
+  locate: Locator,
+  problems: string[],
+): Promise<BackendConfig[]> {
+  const resolved: BackendConfig[] = [];
   for (const [name, backend] of backends) {
     const path = ["backends", name];
-    const fromFlags = backend.fromFlags;
     if (!drivers.has(backend.driver)) {
       problems.push(
-        `${locate.at([...path, "driver"], { fromFlags })}: unknown driver "${backend.driver}" (berth has: ${drivers.names().join(", ")})`,
+        `${locate.at([...path, "driver"], { fromFlags: backend.fromFlags })}: unknown driver "${backend.driver}" (berth has: ${drivers.names().join(", ")})`,
       );
       continue;
     }
     const factory = await drivers.factory(backend.driver);
     const options = factory.optionsSchema.strict().safeParse(backend.options);
     if (!options.success) {
-      for (const issue of options.error.issues) {
-        const keys = issue.code === "unrecognized_keys" ? issue.keys : [String(issue.path[0] ?? "")];
-        for (const key of keys) {
-          const where = backend.flagOptions.has(key)
-            ? `command line: --backend-opt ${key}`
-            : locate.at([...path, "options", ...(issue.code === "unrecognized_keys" ? [key] : issue.path)], {
-                keyOnly: issue.code === "unrecognized_keys",
-                fromFlags,
-              });
-          problems.push(
-            issue.code === "unrecognized_keys"
-              ? `${where}: unknown option of driver ${factory.name} (known: ${knownOptions(factory)})`
-              : `${where}: ${issue.message}`,
-          );
-        }
-      }
+      problems.push(...driverOptionProblems(options.error, backend, factory, path, locate));
       continue;
     }
-    resolvedBackends.push({
+    resolved.push({
       name,
       driver: factory.name,
       options: options.data,
       strictBackendOptions: backend.strictBackendOptions,
-      limits: {
-        maxEnvironments: backend.limits.maxEnvironments,
-        createWaitMs: Math.round(backend.limits.createWaitSeconds * 1000),
-        maxCopyInBytes: backend.limits.maxCopyInBytes,
-        rpcTimeoutMs: Object.fromEntries(
-          Object.entries(backend.limits.rpcTimeoutSeconds)
-            .filter(([, seconds]) => seconds !== undefined)
-            .map(([rpc, seconds]) => [rpc, Math.round((seconds as number) * 1000)]),
-        ),
-      },
+      limits: limitsInMs(backend.limits),
     });
   }
+  return resolved;
+}
 
-  const resolvedListeners: ListenerConfig[] = [];
-  for (const [index, listener] of listeners.entries()) {
-    const path = ["listeners", index];
-    const at = (...keys: PropertyKey[]) => locate.at([...path, ...keys], { fromFlags: listener.fromFlags });
-    let address;
-    try {
-      address = parseListenAddress(listener.address);
-    } catch (err) {
-      problems.push(`${at("address")}: ${messageOf(err)}`);
-      continue;
-    }
-    if (listener.backend === undefined) {
-      problems.push(
-        `${at()}: say which backend this listener serves (backend: one of ${[...backends.keys()].join(", ")})`,
-      );
-      continue;
-    }
-    if (!backends.has(listener.backend)) {
-      problems.push(
-        `${at("backend")}: no backend "${listener.backend}" (there are: ${[...backends.keys()].join(", ") || "none"})`,
-      );
-      continue;
-    }
-    // A socket from systemd may be TCP: TLS applies if configured (the daemon checks which it is).
-    const tls = address.kind !== "unix" ? (flagTls ?? listener.tls) : undefined;
-    const tlsFromFlags = listener.fromFlags || flagTls !== undefined;
-    const insecure = flags.insecure === true || listener.insecure;
-    if (address.kind === "tcp") {
-      const problem = tcpListenerProblem(listener.address, address.host, tls, insecure);
-      if (problem) problems.push(`${at()}: ${problem}`);
-    }
-    if (tls && checkFiles) {
-      for (const key of ["cert", "key", "clientCa"] as const) {
-        const tlsFile = tls[key];
-        if (tlsFile === undefined || tlsFile === "") continue;
-        try {
-          readFileSync(tlsFile);
-        } catch (err) {
-          problems.push(
-            `${locate.at([...path, "tls", key], { fromFlags: tlsFromFlags })}: cannot read TLS file ${tlsFile}: ${messageOf(err)}`,
-          );
-        }
-      }
-    }
-    if (tls) {
-      if (tls.allowedClients && !tls.clientCa) {
-        problems.push(
-          `${at("tls", "allowedClients")}: needs clientCa: identities come from verified client certificates`,
-        );
-      }
-    }
-    resolvedListeners.push({
-      address: listener.address,
-      backend: listener.backend,
-      ...(tls ? { tls } : {}),
-      insecure,
-      socketMode: Number.parseInt(listener.socket?.mode ?? "0660", 8),
-      socketOwner: listener.socket?.owner,
-      socketGroup: listener.socket?.group,
+/** The issues a driver's schema found in a backend's options, each at the flag or key that set it. */
+function driverOptionProblems(
+  error: z.ZodError,
+  backend: MergedBackend,
+  factory: LoadedDriver,
+  path: PropertyKey[],
+  locate: Locator,
+): string[] {
+  return error.issues.flatMap((issue) => {
+    const unknownKey = issue.code === "unrecognized_keys";
+    const keys = unknownKey ? issue.keys : [String(issue.path[0] ?? "")];
+    return keys.map((key) => {
+      const where = backend.flagOptions.has(key)
+        ? `command line: --backend-opt ${key}`
+        : locate.at([...path, "options", ...(unknownKey ? [key] : issue.path)], {
+            keyOnly: unknownKey,
+            fromFlags: backend.fromFlags,
+          });
+      return unknownKey
+        ? `${where}: unknown option of driver ${factory.name} (known: ${knownOptions(factory)})`
+        : `${where}: ${issue.message}`;
     });
-  }
-  const addresses = listeners.map((listener) => listener.address);
-  for (const [index, address] of addresses.entries()) {
-    if (addresses.indexOf(address) !== index) {
-      problems.push(
-        `${locate.at(["listeners", index, "address"], { fromFlags: listeners[index].fromFlags })}: ${address} is listed twice`,
-      );
-    }
-  }
-  if (problems.length > 0) throw new ConfigError(problems);
+  });
+}
 
+function limitsInMs(limits: z.infer<typeof limitsSchema>): BackendLimits {
   return {
-    backends: resolvedBackends.filter((backend) =>
-      resolvedListeners.some((listener) => listener.backend === backend.name),
+    maxEnvironments: limits.maxEnvironments,
+    createWaitMs: Math.round(limits.createWaitSeconds * 1000),
+    maxCopyInBytes: limits.maxCopyInBytes,
+    rpcTimeoutMs: Object.fromEntries(
+      Object.entries(limits.rpcTimeoutSeconds)
+        .filter(([, seconds]) => seconds !== undefined)
+        .map(([rpc, seconds]) => [rpc, Math.round((seconds as number) * 1000)]),
     ),
-    listeners: resolvedListeners,
+  };
+}
+
+/** The listener as the daemon opens it, or undefined with its problems pushed onto problems. */
+function resolveListener(
+  listener: MergedListener,
+  index: number,
+  { locate, backendNames, flagTls, insecureFlag, checkFiles }: ListenerContext,
+  problems: string[],
+): ListenerConfig | undefined {
+  const path = ["listeners", index];
+  const at = (...keys: PropertyKey[]) => locate.at([...path, ...keys], { fromFlags: listener.fromFlags });
+  let address;
+  try {
+    address = parseListenAddress(listener.address);
+  } catch (err) {
+    problems.push(`${at("address")}: ${messageOf(err)}`);
+    return undefined;
+  }
+  if (listener.backend === undefined) {
+    problems.push(
+      `${at()}: say which backend this listener serves (backend: one of ${backendNames.join(", ")})`,
+    );
+    return undefined;
+  }
+  if (!backendNames.includes(listener.backend)) {
+    problems.push(
+      `${at("backend")}: no backend "${listener.backend}" (there are: ${backendNames.join(", ") || "none"})`,
+    );
+    return undefined;
+  }
+  // A socket from systemd may be TCP: TLS applies if configured (the daemon checks which it is).
+  const tls = address.kind !== "unix" ? (flagTls ?? listener.tls) : undefined;
+  const insecure = insecureFlag || listener.insecure;
+  if (address.kind === "tcp") {
+    const problem = tcpListenerProblem(listener.address, address.host, tls, insecure);
+    if (problem) problems.push(`${at()}: ${problem}`);
+  }
+  if (tls && checkFiles) {
+    const tlsFromFlags = listener.fromFlags || flagTls !== undefined;
+    problems.push(...unreadableTlsFiles(tls, path, tlsFromFlags, locate));
+  }
+  if (tls?.allowedClients && !tls.clientCa) {
+    problems.push(
+      `${at("tls", "allowedClients")}: needs clientCa: identities come from verified client certificates`,
+    );
+  }
+  return {
+    address: listener.address,
+    backend: listener.backend,
+    ...(tls ? { tls } : {}),
+    insecure,
+    socketMode: Number.parseInt(listener.socket?.mode ?? "0660", 8),
+    socketOwner: listener.socket?.owner,
+    socketGroup: listener.socket?.group,
+  };
+}
+
+/** A problem for each TLS file of a listener that cannot be read. */
+function unreadableTlsFiles(
+  tls: TlsConfig,
+  path: PropertyKey[],
+  fromFlags: boolean,
+  locate: Locator,
+): string[] {
+  const problems: string[] = [];
+  for (const key of ["cert", "key", "clientCa"] as const) {
+    const tlsFile = tls[key];
+    if (tlsFile === undefined || tlsFile === "") continue;
+    try {
+      readFileSync(tlsFile);
+    } catch (err) {
+      problems.push(
+        `${locate.at([...path, "tls", key], { fromFlags })}: cannot read TLS file ${tlsFile}: ${messageOf(err)}`,
+      );
+    }
+  }
+  return problems;
+}
+
+function duplicateAddressProblems(listeners: MergedListener[], locate: Locator): string[] {
+  const addresses = listeners.map((listener) => listener.address);
+  return addresses.flatMap((address, index) =>
+    addresses.indexOf(address) === index
+      ? []
+      : [
+          `${locate.at(["listeners", index, "address"], { fromFlags: listeners[index].fromFlags })}: ${address} is listed twice`,
+        ],
+  );
+}
+
+/** The daemon's configuration from checked parts: flags win over the file; unserved backends are left out. */
+function assembleDaemonConfig(
+  fileConfig: FileConfig,
+  flags: ServeFlags,
+  backends: BackendConfig[],
+  listeners: ListenerConfig[],
+): DaemonConfig {
+  return {
+    backends: backends.filter((backend) => listeners.some((listener) => listener.backend === backend.name)),
+    listeners,
     shutdownGraceMs: (flags.shutdownGrace ?? fileConfig.shutdownGraceSeconds) * 1000,
     idleConnectionMs: Math.round(fileConfig.idleConnectionSeconds * 1000),
     probesPerSecond: fileConfig.probesPerSecond,
