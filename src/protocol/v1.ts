@@ -1,11 +1,15 @@
 import type { ServiceImplementation } from "nice-grpc";
+import type { DriverCapabilities, EnvironmentSpec } from "../driver.js";
+import type { CopyInPart, ExecEvent } from "../environments.js";
+import { failedPrecondition } from "../errors.js";
 import {
   type BackendPluginDefinition,
   type CapabilitiesResponse,
+  type CopyInChunk,
+  type CreateRequest,
   type ExecOutput,
   ExecOutput_Stream,
 } from "../gen/plugin/v1/plugin.js";
-import { failedPrecondition } from "../errors.js";
 import {
   type AdapterDeps,
   type RpcContextExt,
@@ -28,50 +32,12 @@ export function createV1Service({
 }: AdapterDeps): ServiceImplementation<typeof BackendPluginDefinition, RpcContextExt> {
   return {
     async capabilities() {
-      const caps = environments.capabilities(backend());
-      const layout = caps.globalLayout;
-      if (!layout) {
-        throw failedPrecondition(
-          `backend ${backend().name} cannot serve plugin.v1: ${caps.globalLayoutUnavailableReason ?? "it has no global layout"}`,
-        );
-      }
-      return {
-        name: backend().name,
-        rootPath: layout.rootPath,
-        actPath: layout.actPath,
-        toolCachePath: layout.toolCachePath,
-        pathVariableName: layout.pathVariableName,
-        defaultPathVariable: layout.defaultPathVariable,
-        pathSeparator: layout.pathSeparator,
-        supportsDockerActions: caps.supportsDockerActions,
-        managesOwnNetworking: caps.managesOwnNetworking,
-        supportsServiceContainers: caps.supportsServiceContainers,
-        environmentCaseInsensitive: layout.environmentCaseInsensitive,
-        runnerContext: {
-          os: layout.os,
-          arch: layout.arch,
-          temp: layout.tempPath,
-          tool_cache: layout.toolCachePath,
-        },
-        supportsLocalCopy: caps.supportsLocalCopy,
-        delegatesToDocker: false,
-        protocolVersion,
-      } satisfies CapabilitiesResponse;
+      const current = backend();
+      return v1Capabilities(current.name, environments.capabilities(current));
     },
 
     async create(request, context) {
-      const spec = environmentSpec({
-        image: request.image,
-        name: request.name,
-        env: parseV1CreateEnv(request.env),
-        workingDir: request.workingDir,
-        capAdd: request.capAdd,
-        capDrop: request.capDrop,
-        services: serviceSpecs(request.services),
-        backendOptions: request.backendOptions,
-        forcePull: request.forcePull,
-        platform: request.platform,
-      });
+      const spec = v1EnvironmentSpec(request);
       const { id } = await environments.create(backend(), spec, context.signal);
       return { environmentId: noteEnvironment(context, id), delegate: undefined };
     },
@@ -94,44 +60,11 @@ export function createV1Service({
         user: request.user,
         workdir: request.workdir,
       };
-      for await (const event of environments.exec(id, spec, context.signal)) {
-        if (event.type === "output") {
-          const stream = event.stream === "stdout" ? ExecOutput_Stream.STDOUT : ExecOutput_Stream.STDERR;
-          yield { stream, data: event.data, exitCode: 0, done: false, errorMessage: "" };
-        } else if (event.result.kind === "exited") {
-          const { exitCode, message = "" } = event.result;
-          yield {
-            stream: ExecOutput_Stream.STDOUT,
-            data: Buffer.alloc(0),
-            exitCode,
-            done: true,
-            errorMessage: message,
-          };
-        } else {
-          const errorMessage = event.result.message;
-          yield {
-            stream: ExecOutput_Stream.STDERR,
-            data: Buffer.alloc(0),
-            exitCode: couldNotRunExitCode,
-            done: true,
-            errorMessage,
-          };
-        }
-      }
+      for await (const event of environments.exec(id, spec, context.signal)) yield v1ExecOutput(event);
     },
 
     async copyIn(requests, context) {
-      async function* parts() {
-        for await (const chunk of requests) {
-          // v1's fields are plain strings: empty means unset.
-          yield {
-            environmentId: chunk.environmentId || undefined,
-            destPath: chunk.destPath || undefined,
-            data: chunk.data,
-          };
-        }
-      }
-      await environments.copyIn(parts(), context.signal, (id) => noteEnvironment(context, id));
+      await environments.copyIn(copyInParts(requests), context.signal, (id) => noteEnvironment(context, id));
       return {};
     },
 
@@ -160,10 +93,7 @@ export function createV1Service({
     async isHealthy(request, context) {
       const id = noteEnvironment(context, request.environmentId);
       const { waitMs } = await environments.health(id, context.signal);
-      return {
-        wait:
-          waitMs > 0 ? { seconds: Math.floor(waitMs / 1000), nanos: (waitMs % 1000) * 1_000_000 } : undefined,
-      };
+      return { wait: waitMs > 0 ? protoDuration(waitMs) : undefined };
     },
 
     async remove(request, context) {
@@ -171,4 +101,91 @@ export function createV1Service({
       return {};
     },
   };
+}
+
+/** CapabilitiesResponse of a backend; FAILED_PRECONDITION if its driver has no layout for every environment. */
+function v1Capabilities(backendName: string, caps: DriverCapabilities): CapabilitiesResponse {
+  const layout = caps.globalLayout;
+  if (!layout) {
+    throw failedPrecondition(
+      `backend ${backendName} cannot serve plugin.v1: ${caps.globalLayoutUnavailableReason ?? "it has no global layout"}`,
+    );
+  }
+  return {
+    name: backendName,
+    rootPath: layout.rootPath,
+    actPath: layout.actPath,
+    toolCachePath: layout.toolCachePath,
+    pathVariableName: layout.pathVariableName,
+    defaultPathVariable: layout.defaultPathVariable,
+    pathSeparator: layout.pathSeparator,
+    supportsDockerActions: caps.supportsDockerActions,
+    managesOwnNetworking: caps.managesOwnNetworking,
+    supportsServiceContainers: caps.supportsServiceContainers,
+    environmentCaseInsensitive: layout.environmentCaseInsensitive,
+    runnerContext: {
+      os: layout.os,
+      arch: layout.arch,
+      temp: layout.tempPath,
+      tool_cache: layout.toolCachePath,
+    },
+    supportsLocalCopy: caps.supportsLocalCopy,
+    delegatesToDocker: false,
+    protocolVersion,
+  };
+}
+
+function v1EnvironmentSpec(request: CreateRequest): EnvironmentSpec {
+  return environmentSpec({
+    image: request.image,
+    name: request.name,
+    env: parseV1CreateEnv(request.env),
+    workingDir: request.workingDir,
+    capAdd: request.capAdd,
+    capDrop: request.capDrop,
+    services: serviceSpecs(request.services),
+    backendOptions: request.backendOptions,
+    forcePull: request.forcePull,
+    platform: request.platform,
+  });
+}
+
+/** An Exec event as a v1 message: output, or a `done` message with how the command ended. */
+function v1ExecOutput(event: ExecEvent): ExecOutput {
+  if (event.type === "output") {
+    const stream = event.stream === "stdout" ? ExecOutput_Stream.STDOUT : ExecOutput_Stream.STDERR;
+    return { stream, data: event.data, exitCode: 0, done: false, errorMessage: "" };
+  }
+  if (event.result.kind === "exited") {
+    const { exitCode, message = "" } = event.result;
+    return {
+      stream: ExecOutput_Stream.STDOUT,
+      data: Buffer.alloc(0),
+      exitCode,
+      done: true,
+      errorMessage: message,
+    };
+  }
+  return {
+    stream: ExecOutput_Stream.STDERR,
+    data: Buffer.alloc(0),
+    exitCode: couldNotRunExitCode,
+    done: true,
+    errorMessage: event.result.message,
+  };
+}
+
+async function* copyInParts(chunks: AsyncIterable<CopyInChunk>): AsyncGenerator<CopyInPart> {
+  for await (const chunk of chunks) {
+    // v1's fields are plain strings: empty means unset.
+    yield {
+      environmentId: chunk.environmentId || undefined,
+      destPath: chunk.destPath || undefined,
+      data: chunk.data,
+    };
+  }
+}
+
+function protoDuration(ms: number): { seconds: number; nanos: number } {
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
 }
