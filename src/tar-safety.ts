@@ -112,7 +112,10 @@ function refuse(name: string, why: string): BerthError {
   return invalidArgument(`tar entry ${quote(name)} is refused: ${why}`);
 }
 
-const typeBits: Record<"file" | "directory" | "symlink" | "link", number> = {
+/** The entry types that pass, as re-emitted (a contiguous file becomes a file). */
+type OutputType = "file" | "directory" | "symlink" | "link";
+
+const typeBits: Record<OutputType, number> = {
   file: 0o100000,
   directory: 0o040000,
   symlink: 0o120000,
@@ -121,7 +124,7 @@ const typeBits: Record<"file" | "directory" | "symlink" | "link", number> = {
 
 /** What is re-emitted of an accepted entry. */
 type OutputHeader = Pick<Header, "name" | "mode" | "uid" | "gid" | "uname" | "gname" | "mtime" | "size"> & {
-  type: "file" | "directory" | "symlink" | "link";
+  type: OutputType;
   linkname?: string;
 };
 
@@ -145,6 +148,17 @@ class EntryChecker {
   /** The header to re-emit for an entry, or throws the refusal. */
   check(header: Header): OutputHeader {
     const name = header.name;
+    this.countEntry(name);
+    this.checkLength(name, name, "its name");
+    const type = this.acceptedType(name, header);
+    const path = this.placedPath(name, type);
+    let linkname: string | undefined;
+    if (type === "symlink") linkname = this.symlinkTarget(name, path, header.linkname ?? "");
+    else if (type === "link") linkname = this.hardlinkTarget(name, path, header.linkname ?? "");
+    return outputHeader(header, type, path, linkname);
+  }
+
+  private countEntry(name: string): void {
     this.entries++;
     if (this.entries > this.maxEntries) {
       throw refuse(
@@ -152,26 +166,19 @@ class EntryChecker {
         `the archive has more than ${this.maxEntries} entries, the maxEntries limit of this server`,
       );
     }
-    this.checkLength(name, name, "its name");
+  }
 
-    let type: "file" | "directory" | "symlink" | "link";
+  /** The type the entry is re-emitted as; a file's size counts against maxBytes. */
+  private acceptedType(name: string, header: Header): OutputType {
     switch (header.type) {
       case "file":
       case "contiguous-file":
-        type = "file";
-        this.bytes += count(header.size);
-        if (this.bytes > this.maxBytes) {
-          throw new BerthError(
-            Status.RESOURCE_EXHAUSTED,
-            `tar entry ${quote(name)} is refused: the archive holds more than ${this.maxBytes} bytes of files, the limit of this server for one CopyIn`,
-          );
-        }
-        break;
+        this.countFileBytes(name, header.size);
+        return "file";
       case "directory":
       case "symlink":
       case "link":
-        type = header.type;
-        break;
+        return header.type;
       case "character-device":
       case "block-device":
       case "fifo":
@@ -185,7 +192,20 @@ class EntryChecker {
           `its type ${JSON.stringify(header.type ?? "unknown")} is not supported (only files, directories, symlinks and hardlinks are accepted)`,
         );
     }
+  }
 
+  private countFileBytes(name: string, size: number | undefined): void {
+    this.bytes += count(size);
+    if (this.bytes > this.maxBytes) {
+      throw new BerthError(
+        Status.RESOURCE_EXHAUSTED,
+        `tar entry ${quote(name)} is refused: the archive holds more than ${this.maxBytes} bytes of files, the limit of this server for one CopyIn`,
+      );
+    }
+  }
+
+  /** The entry's normalized path, refused if the entry may not be written there. */
+  private placedPath(name: string, type: OutputType): string {
     const normalized = normalizeEntryPath(name);
     if (!normalized.ok) throw refuse(name, normalized.reason);
     const path = normalized.path;
@@ -193,61 +213,49 @@ class EntryChecker {
       if (type !== "directory") {
         throw refuse(name, `it names the destination itself, which can only be a directory, not a ${type}`);
       }
-    } else {
-      const through = this.symlinkAbove(path);
-      if (through !== undefined) {
-        throw refuse(
-          name,
-          `it would be written through ${quote(through)}, a symlink made earlier in the archive`,
-        );
-      }
+      return path;
     }
-
-    let linkname: string | undefined;
-    if (type === "symlink") {
-      const target = header.linkname ?? "";
-      if (target === "") throw refuse(name, "it is a symlink with an empty target");
-      if (target.includes("\0")) throw refuse(name, "its symlink target contains a NUL byte");
-      if (target.includes("\uFFFD")) throw refuse(name, `its symlink target ${notUtf8.replace(/^it /, "")}`);
-      this.checkLength(name, target, "its symlink target");
-      linkname = target;
-      this.symlinks.add(path);
-    } else if (type === "link") {
-      const target = header.linkname ?? "";
-      this.checkLength(name, target, "its hardlink target");
-      const normalizedTarget = normalizeEntryPath(target);
-      if (!normalizedTarget.ok) {
-        throw refuse(name, `its hardlink target ${quote(target)} is refused: ${normalizedTarget.reason}`);
-      }
-      linkname = normalizedTarget.path;
-      if (linkname === ".") {
-        throw refuse(name, "its hardlink target is the destination directory itself");
-      }
-      const through = this.symlinkAbove(linkname);
-      if (through !== undefined) {
-        throw refuse(
-          name,
-          `its hardlink target ${quote(target)} goes through ${quote(through)}, a symlink made earlier in the archive`,
-        );
-      }
-      if (this.symlinks.has(linkname)) this.symlinks.add(path);
+    const through = this.symlinkAbove(path);
+    if (through !== undefined) {
+      throw refuse(
+        name,
+        `it would be written through ${quote(through)}, a symlink made earlier in the archive`,
+      );
     }
+    return path;
+  }
 
-    const mtime = header.mtime;
-    return {
-      name: type === "directory" ? (path === "." ? "./" : `${path}/`) : path,
-      type,
-      // With the type bits the mode is never 0, which pack() would replace by
-      // a default; the header only stores the permission bits.
-      mode: typeBits[type] | (count(header.mode) & 0o7777),
-      uid: count(header.uid),
-      gid: count(header.gid),
-      uname: header.uname ?? "",
-      gname: header.gname ?? "",
-      mtime: mtime !== undefined && mtime.getTime() >= 0 ? mtime : new Date(0),
-      linkname,
-      size: type === "file" ? count(header.size) : 0,
-    };
+  /** A symlink's target, kept as it is; its path is marked so that nothing is written through it. */
+  private symlinkTarget(name: string, path: string, target: string): string {
+    if (target === "") throw refuse(name, "it is a symlink with an empty target");
+    if (target.includes("\0")) throw refuse(name, "its symlink target contains a NUL byte");
+    if (target.includes("\uFFFD")) throw refuse(name, `its symlink target ${notUtf8.replace(/^it /, "")}`);
+    this.checkLength(name, target, "its symlink target");
+    this.symlinks.add(path);
+    return target;
+  }
+
+  /** A hardlink's target, normalized: inside the destination and not through a symlink of the archive. */
+  private hardlinkTarget(name: string, path: string, target: string): string {
+    this.checkLength(name, target, "its hardlink target");
+    const normalizedTarget = normalizeEntryPath(target);
+    if (!normalizedTarget.ok) {
+      throw refuse(name, `its hardlink target ${quote(target)} is refused: ${normalizedTarget.reason}`);
+    }
+    const linkname = normalizedTarget.path;
+    if (linkname === ".") {
+      throw refuse(name, "its hardlink target is the destination directory itself");
+    }
+    const through = this.symlinkAbove(linkname);
+    if (through !== undefined) {
+      throw refuse(
+        name,
+        `its hardlink target ${quote(target)} goes through ${quote(through)}, a symlink made earlier in the archive`,
+      );
+    }
+    // A hardlink to a symlink is a second name for it: nothing may be written through either.
+    if (this.symlinks.has(linkname)) this.symlinks.add(path);
+    return linkname;
   }
 
   private checkLength(name: string, path: string, what: string): void {
@@ -269,6 +277,30 @@ class EntryChecker {
     }
     return undefined;
   }
+}
+
+/** The header of an accepted entry, made of checked values only (garbage numbers become 0). */
+function outputHeader(
+  header: Header,
+  type: OutputType,
+  path: string,
+  linkname: string | undefined,
+): OutputHeader {
+  const mtime = header.mtime;
+  return {
+    name: type === "directory" ? (path === "." ? "./" : `${path}/`) : path,
+    type,
+    // With the type bits the mode is never 0, which pack() would replace by
+    // a default; the header only stores the permission bits.
+    mode: typeBits[type] | (count(header.mode) & 0o7777),
+    uid: count(header.uid),
+    gid: count(header.gid),
+    uname: header.uname ?? "",
+    gname: header.gname ?? "",
+    mtime: mtime !== undefined && mtime.getTime() >= 0 ? mtime : new Date(0),
+    linkname,
+    size: type === "file" ? count(header.size) : 0,
+  };
 }
 
 /** An entry's body as extract() hands it out. */
@@ -311,6 +343,25 @@ function malformed(err: unknown): BerthError {
  * `input` too.
  */
 export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Readable {
+  const checker = entryCheckerFor(options);
+  const extract: Extract = tarExtract();
+  const pack: Pack = tarPack();
+  const repacked = repackedOutput(pack, () => {
+    extract.destroy();
+    pack.destroy();
+    input.destroy();
+  });
+  // Errors reach us through the loops below; this keeps an 'error' event with
+  // no other listener from throwing.
+  extract.on("error", () => {});
+  const trailing = new TrailingBytesCheck();
+  feedExtract(input, extract, repacked.output, trailing).catch(repacked.fail);
+  repackEntries(extract, pack, checker, repacked, trailing).catch(repacked.fail);
+  return repacked.output;
+}
+
+/** A checker with the options' limits (or the defaults); RangeError for a limit that is no count. */
+function entryCheckerFor(options: CheckedTarOptions): EntryChecker {
   const maxEntries = options.maxEntries ?? defaultMaxEntries;
   const maxPathLength = options.maxPathLength ?? defaultMaxPathLength;
   const maxBytes = options.maxBytes ?? defaultMaxBytes;
@@ -323,19 +374,32 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
   if (!Number.isSafeInteger(maxPathLength) || maxPathLength < 1) {
     throw new RangeError(`maxPathLength must be a positive integer, not ${maxPathLength}`);
   }
+  return new EntryChecker(maxEntries, maxPathLength, maxBytes);
+}
 
-  const checker = new EntryChecker(maxEntries, maxPathLength, maxBytes);
-  const extract: Extract = tarExtract();
-  const pack: Pack = tarPack();
-  let finished = false;
+/** The stream checkedTar returns, and what the loops that fill it need of it. */
+interface RepackedOutput {
+  output: Readable;
   /**
-   * Set while the consumer has not asked for more: every entry, whatever its
-   * type, then waits. Files are held back by their bodies, but a directory's
-   * or symlink's header costs pack() nothing, and an archive of a million
-   * of them would otherwise pile up in its buffer ahead of a slow extractor.
+   * Resolves once the consumer has asked for more (at once while it wants
+   * more). Every entry, whatever its type, waits for it: files are held back
+   * by their bodies, but a directory's or symlink's header costs pack()
+   * nothing, and an archive of a million of them would otherwise pile up in
+   * its buffer ahead of a slow extractor.
    */
+  room: () => Promise<void>;
+  /** Destroys the output with the error, unless it is over already. */
+  fail: (err: unknown) => void;
+}
+
+/**
+ * The output pack() writes into, with pack() paused while the consumer does
+ * not ask for more. Destroying it before pack() has ended calls destroySources.
+ */
+function repackedOutput(pack: Pack, destroySources: () => void): RepackedOutput {
+  let finished = false;
+  /** Set while the consumer has not asked for more. */
   let waitingForRoom: { promise: Promise<void>; resolve: () => void } | undefined;
-  const room = (): Promise<void> => waitingForRoom?.promise ?? Promise.resolve();
 
   const output = new Readable({
     read() {
@@ -345,11 +409,7 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
     },
     destroy(err, callback) {
       waitingForRoom?.resolve();
-      if (!finished) {
-        extract.destroy();
-        pack.destroy();
-        input.destroy();
-      }
+      if (!finished) destroySources();
       callback(err);
     },
   });
@@ -358,9 +418,6 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
     output.destroy(err instanceof Error ? err : new Error(String(err)));
   };
 
-  // Errors reach us through the loops below; these keep an 'error' event with
-  // no other listener from throwing.
-  extract.on("error", () => {});
   // A pack error comes from an entry body failing, i.e. from the archive.
   pack.on("error", (err) => fail(malformed(err)));
   pack.on("data", (chunk) => {
@@ -374,70 +431,97 @@ export function checkedTar(input: Readable, options: CheckedTarOptions = {}): Re
     finished = true;
     output.push(null);
   });
+  return { output, room: () => waitingForRoom?.promise ?? Promise.resolve(), fail };
+}
 
-  /**
-   * Where the last entry ended in the input, and how much was fed. A tar ends
-   * with two zero blocks and at most a record of padding, but tar-stream
-   * takes any number of zero blocks for the end, so an endless stream of
-   * zeros would pass as "an empty archive" without these. While the input
-   * flows only a gap far beyond what the parser can hold back (one message
-   * of at most 64 MiB) is refused; at its end the exact rest is checked.
-   */
-  let fed = 0;
-  let lastEntryEnd = 0;
-  const trailingProblem = (limit: number) =>
-    fed - lastEntryEnd > limit
+/**
+ * Where the last entry ended in the input, and how much was fed. A tar ends
+ * with two zero blocks and at most a record of padding, but tar-stream
+ * takes any number of zero blocks for the end, so an endless stream of
+ * zeros would pass as "an empty archive" without this. While the input
+ * flows only a gap far beyond what the parser can hold back (one message
+ * of at most 64 MiB) is refused; at its end the exact rest is checked.
+ */
+class TrailingBytesCheck {
+  private fed = 0;
+  private lastEntryEnd = 0;
+
+  countFed(length: number): void {
+    this.fed += length;
+  }
+
+  entryParsed(header: Header): void {
+    const offset = (header as { byteOffset?: number }).byteOffset ?? 0;
+    this.lastEntryEnd = offset + Math.ceil(count(header.size) / 512) * 512;
+  }
+
+  /** The refusal if more than limit bytes were fed after the last entry. */
+  problem(limit: number): BerthError | undefined {
+    return this.fed - this.lastEntryEnd > limit
       ? invalidArgument(
           `the tar archive goes on for more than ${limit} bytes after its last entry (a tar ends with two zero blocks and some padding); send one archive, uncompressed`,
         )
       : undefined;
-  const feed = async (): Promise<void> => {
-    for await (const chunk of input as AsyncIterable<unknown>) {
+  }
+}
+
+/** Writes the input into extract() as fast as it takes it, until the end or the output is gone. */
+async function feedExtract(
+  input: Readable,
+  extract: Extract,
+  output: Readable,
+  trailing: TrailingBytesCheck,
+): Promise<void> {
+  for await (const chunk of input as AsyncIterable<unknown>) {
+    if (output.destroyed) return;
+    const bytes = asBuffer(chunk);
+    trailing.countFed(bytes.length);
+    const endless = trailing.problem(maxGapWhileFlowing);
+    if (endless) throw endless;
+    if (!extract.write(bytes)) await drainedOrClosed(extract);
+  }
+  extract.end(undefined);
+}
+
+/** Resolves when extract() takes input again, or is closed and never will. */
+function drainedOrClosed(extract: Extract): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      extract.off("drain", done);
+      extract.off("close", done);
+      resolve();
+    };
+    extract.on("drain", done);
+    extract.on("close", done);
+  });
+}
+
+/** Checks each entry extract() parses and packs the accepted ones, then ends the new archive. */
+async function repackEntries(
+  extract: Extract,
+  pack: Pack,
+  checker: EntryChecker,
+  { output, room }: RepackedOutput,
+  trailing: TrailingBytesCheck,
+): Promise<void> {
+  try {
+    for await (const entry of extract) {
+      trailing.entryParsed(entry.header);
+      await room();
       if (output.destroyed) return;
-      const bytes = asBuffer(chunk);
-      fed += bytes.length;
-      const endless = trailingProblem(maxGapWhileFlowing);
-      if (endless) throw endless;
-      if (!extract.write(bytes)) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            extract.off("drain", done);
-            extract.off("close", done);
-            resolve();
-          };
-          extract.on("drain", done);
-          extract.on("close", done);
-        });
+      const header = checker.check(entry.header);
+      if (header.type === "file") {
+        await packEntry(pack, header, entry);
+      } else {
+        // Nothing of a non-file's body (normally empty) is kept.
+        entry.resume();
+        await packEntry(pack, header);
       }
     }
-    extract.end(undefined);
-  };
-
-  const copy = async (): Promise<void> => {
-    try {
-      for await (const entry of extract) {
-        const offset = (entry.header as { byteOffset?: number }).byteOffset ?? 0;
-        lastEntryEnd = offset + Math.ceil(count(entry.header.size) / 512) * 512;
-        await room();
-        if (output.destroyed) return;
-        const header = checker.check(entry.header);
-        if (header.type === "file") {
-          await packEntry(pack, header, entry);
-        } else {
-          // Nothing of a non-file's body (normally empty) is kept.
-          entry.resume();
-          await packEntry(pack, header);
-        }
-      }
-    } catch (err) {
-      throw malformed(err);
-    }
-    const trailing = trailingProblem(maxTrailingBytes);
-    if (trailing) throw trailing;
-    pack.finalize();
-  };
-
-  feed().catch(fail);
-  copy().catch(fail);
-  return output;
+  } catch (err) {
+    throw malformed(err);
+  }
+  const trailingProblem = trailing.problem(maxTrailingBytes);
+  if (trailingProblem) throw trailingProblem;
+  pack.finalize();
 }
