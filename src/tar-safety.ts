@@ -50,13 +50,13 @@ export interface CheckedTarOptions {
   maxBytes?: number;
 }
 
-export const defaultMaxEntries = 1_000_000;
+const defaultMaxEntries = 1_000_000;
+const defaultMaxPathLength = 4096;
+const defaultMaxBytes = 64 * 1024 ** 3;
 /** Most bytes after an archive's last entry: its end blocks and a record's padding fit many times. */
 const maxTrailingBytes = 1024 * 1024;
 /** While the input flows, the parser may hold back up to a message (64 MiB) not yet looked at. */
 const maxGapWhileFlowing = 128 * 1024 * 1024;
-export const defaultMaxPathLength = 4096;
-export const defaultMaxBytes = 64 * 1024 ** 3;
 
 /** A normalized entry path, or why it is refused. */
 export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
