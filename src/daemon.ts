@@ -1,15 +1,11 @@
-import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { chown } from "node:fs/promises";
-import type { AddressInfo } from "node:net";
-import { ServerCredentials, experimental } from "@grpc/grpc-js";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
 import type { Logger } from "pino";
 import { type AuditLog, openAuditLog } from "./audit.js";
 import { callerInterceptor } from "./caller.js";
-import { type BackendConfig, type DaemonConfig, type ListenerConfig, tcpListenerProblem } from "./config.js";
+import type { BackendConfig, DaemonConfig } from "./config.js";
 import type { DriverRegistry } from "./drivers.js";
 import { type Backend, EnvironmentService } from "./environments.js";
 import { BerthError, failedPrecondition, messageOf } from "./errors.js";
@@ -17,7 +13,8 @@ import { descriptorSet } from "./gen/descriptor-set.js";
 import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.js";
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
 import { refusingMalformedRequests } from "./protocol/malformed.js";
-import { formatListenAddress, grpcAddress, parseListenAddress } from "./listen-address.js";
+import { parseListenAddress } from "./listen-address.js";
+import { type ListenerTarget, Listeners } from "./listeners.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
 import { reconcile } from "./reconciler.js";
 import { StateStore, readSavedState } from "./state-store.js";
@@ -26,9 +23,6 @@ import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
 import { PluginCallTracker, rpcBoundary } from "./rpc-boundary.js";
 import { CallerRateLimit } from "./rate-limit.js";
-import { activatedListener } from "./systemd.js";
-import { TlsFileProvider } from "./tls-files.js";
-import { bindWithMode, claimSocketPath, releaseSocketPath } from "./unix-socket.js";
 
 export interface Daemon {
   /** Provisions every backend's driver and binds every listener; throws a BerthError saying what is wrong. */
@@ -143,17 +137,6 @@ export function createDaemon({
   const environments = new EnvironmentService(logger, metrics, (records) => store.save(records));
   const health = HealthState();
   health.setStatus("unhealthy");
-  /** A bound listener: its configuration and backend can change on reload, its binding cannot. */
-  interface Slot {
-    config: ListenerConfig;
-    backend: Backend;
-    server: Server;
-    address: string;
-    release: () => Promise<void>;
-  }
-  const slots: Slot[] = [];
-  /** Listeners a reload removed, still finishing their calls. */
-  const closing = new Set<Promise<void>>();
   const calls = new PluginCallTracker();
   const probes = new CallerRateLimit(config.probesPerSecond);
   let endGrace: () => void = () => {};
@@ -250,91 +233,44 @@ export function createDaemon({
     backends = next;
   }
 
-  async function listen(listener: ListenerConfig, backend: Backend): Promise<void> {
-    const address = parseListenAddress(listener.address);
-    // A socket from systemd is served through a relay; it is TCP or unix, whatever systemd opened.
-    const activated = address.kind === "systemd" ? await activatedListener(address.name) : undefined;
-    const transport: "unix" | "tcp" =
-      address.kind === "systemd"
-        ? typeof activated?.local === "object" && activated.local !== null
-          ? "tcp"
-          : "unix"
-        : address.kind;
-    let credentials;
-    try {
-      credentials = listenerCredentials(
-        transport,
-        listener,
-        logger.child({ listener: listener.address }),
-        activated?.local,
-      );
-    } catch (err) {
-      await activated?.close();
-      throw err;
-    }
-    const slot = { config: listener, backend } as Slot;
+  function serverFor(target: ListenerTarget, transport: "unix" | "tcp"): Server {
     const server = createServer({
       ...serverOptions,
       "grpc.max_connection_idle_ms": current.idleConnectionMs,
-      interceptors: [callerInterceptor({ kind: transport, address: listener.address })],
+      interceptors: [callerInterceptor({ kind: transport, address: target.config.address })],
     }).use(
       rpcBoundary({
-        logger: logger.child({ listener: listener.address }),
+        logger: logger.child({ listener: target.config.address }),
         calls,
         probes,
         metrics,
         audit: () => audit,
         listener: () => ({
-          address: slot.config.address,
-          backend: slot.backend.name,
-          allowedClients: slot.config.tls?.allowedClients,
+          address: target.config.address,
+          backend: target.backend.name,
+          allowedClients: target.config.tls?.allowedClients,
         }),
         backendOf: (id) => environments.backendOf(id),
       }),
     );
-    slot.server = server;
-    const adapterDeps = { environments, backend: () => slot.backend };
+    const adapterDeps = { environments, backend: () => target.backend };
     server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
     server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));
     server.add(HealthDefinition, HealthServiceImpl(health));
     const reflection = ServerReflection(descriptorSet, pluginServiceNames);
     server.add(ServerReflectionService, reflection);
     server.add(v1alphaReflectionService, reflection);
-    if (address.kind === "unix") {
-      await claimSocketPath(address.path);
-      const inode = await bindWithMode(address.path, listener.socketMode ?? 0o660, () =>
-        server.listen(grpcAddress(address), credentials),
-      );
-      if (listener.socketOwner !== undefined || listener.socketGroup !== undefined) {
-        await chownSocket(address.path, listener);
-      }
-      slot.release = () => releaseSocketPath(address.path, inode);
-      slot.address = formatListenAddress(address);
-    } else if (activated) {
-      try {
-        await server.listen(activated.innerAddress, credentials);
-      } catch (err) {
-        await activated.close();
-        throw err;
-      }
-      activated.start();
-      slot.release = () => activated.close();
-      slot.address = formatListenAddress(address);
-    } else if (address.kind === "tcp") {
-      const port = await server.listen(grpcAddress(address), credentials);
-      slot.release = async () => {};
-      slot.address = formatListenAddress({ ...address, port });
-    }
-    slots.push(slot);
+    return server;
   }
+  const listeners = new Listeners(logger, serverFor);
 
   function servingLine(): string {
-    return `berth serving on ${slots.map((slot) => `${slot.address} (backend ${slot.backend.name})`).join(", ")}`;
+    return `berth serving on ${listeners.describe()}`;
   }
 
   return {
     get addresses() {
-      return slots.map((slot) => slot.address);
+      return listeners.addresses;
     },
     environments,
     metrics,
@@ -350,7 +286,9 @@ export function createDaemon({
         useBackends(await provisionAll(config.backends));
         // Re-adoption ends before the reconciler first looks: nothing recorded is taken for an orphan.
         await adoptRecorded();
-        for (const listener of config.listeners) await listen(listener, backends.get(listener.backend)!);
+        for (const listener of config.listeners) {
+          await listeners.bind(listener, backends.get(listener.backend)!);
+        }
         void reconcileNow();
         reconcileTimer = setInterval(() => void reconcileNow(), config.reconciler.intervalMs);
         reconcileTimer.unref();
@@ -371,40 +309,13 @@ export function createDaemon({
     },
     async reload(next) {
       const fresh = await provisionAll(next.backends);
-      const wanted = new Map(next.listeners.map((listener) => [listener.address, listener]));
-      for (const slot of [...slots]) {
-        const listener = wanted.get(slot.config.address);
-        if (listener) {
-          if (!sameBinding(listener, slot.config)) {
-            logger.warn(
-              { listener: listener.address },
-              "this listener's TLS files, insecure flag or socket settings changed: they take effect at the next start, not on reload",
-            );
-          }
-          // The binding stays; what the calls see (backend, allowed clients) is the new configuration's.
-          slot.config = {
-            ...slot.config,
-            backend: listener.backend,
-            ...(slot.config.tls
-              ? { tls: { ...slot.config.tls, allowedClients: listener.tls?.allowedClients } }
-              : {}),
-          };
-          slot.backend = fresh.get(listener.backend)!;
-          wanted.delete(listener.address);
-        } else {
-          // Gone from the configuration: no new calls; the ones in flight finish.
-          slots.splice(slots.indexOf(slot), 1);
-          await slot.release();
-          const finishing = slot.server.shutdown().finally(() => closing.delete(finishing));
-          closing.add(finishing);
-        }
-      }
+      const added = await listeners.retarget(next.listeners, fresh);
       for (const previous of backends.values()) {
         if (environments.countOf(previous) === 0) await previous.driver.cleanup();
         else retired.add(previous);
       }
       useBackends(fresh);
-      for (const listener of wanted.values()) await listen(listener, fresh.get(listener.backend)!);
+      for (const listener of added) await listeners.bind(listener, fresh.get(listener.backend)!);
       if (next.audit?.destination !== current.audit?.destination) {
         const previous = audit;
         audit = next.audit ? await openAuditLog(next.audit.destination) : undefined;
@@ -438,10 +349,9 @@ export function createDaemon({
       }
       endGrace();
       // Cancels what still runs (and health watches); cancelled calls stop their commands before we go on.
-      for (const { server } of slots) server.forceShutdown();
+      listeners.forceShutdown();
       await Promise.race([calls.idle(), delay(cancelUnwindMs)]);
-      for (const { release } of slots.splice(0)) await release();
-      await Promise.all(closing);
+      await listeners.release();
       await reconciling;
       if (current.removeOnShutdown) {
         for (const { id } of environments.live()) {
@@ -477,85 +387,9 @@ function ownPathsOf(config: DaemonConfig): string[] {
   return paths;
 }
 
-/** Whether a listener would be bound the same way: what a reload cannot change without rebinding. */
-function sameBinding(a: ListenerConfig, b: ListenerConfig): boolean {
-  const binding = (l: ListenerConfig) =>
-    JSON.stringify([
-      l.address,
-      l.insecure ?? false,
-      l.socketMode,
-      l.socketOwner,
-      l.socketGroup,
-      l.tls?.cert,
-      l.tls?.key,
-      l.tls?.clientCa,
-      l.tls?.reloadSeconds,
-    ]);
-  return binding(a) === binding(b);
-}
-
 /** How long cancelled calls get to unwind (kill their commands) before the driver is cleaned up. */
 const cancelUnwindMs = 10_000;
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
-/**
- * TLS (reloading its files) for TCP listeners that have it; plain TCP only
- * where allowed; nothing for unix sockets. `local` is a socket-activated
- * listener's own address, whose host the loopback check needs.
- */
-function listenerCredentials(
-  transport: "unix" | "tcp",
-  listener: ListenerConfig,
-  logger: Logger,
-  local?: string | AddressInfo | null,
-): ServerCredentials {
-  if (transport === "unix") return ServerCredentials.createInsecure();
-  if (listener.tls) {
-    const { cert, key, clientCa, reloadSeconds } = listener.tls;
-    // Read and checked now, so startup fails on unusable files rather than the first handshake;
-    // read again every interval, so a rotated certificate takes effect without a restart.
-    const files = new TlsFileProvider({ cert, key, clientCa }, reloadSeconds * 1000, logger);
-    return experimental.createCertificateProviderServerCredentials(
-      files,
-      clientCa === undefined ? null : files,
-      clientCa !== undefined,
-    );
-  }
-  const host = typeof local === "object" && local !== null ? local.address : parseTcpHost(listener.address);
-  const problem = tcpListenerProblem(listener.address, host, undefined, listener.insecure ?? false);
-  if (problem) throw failedPrecondition(problem);
-  return ServerCredentials.createInsecure();
-}
-
-function parseTcpHost(address: string): string {
-  const parsed = parseListenAddress(address);
-  return parsed.kind === "tcp" ? parsed.host : "";
-}
-
-/** Gives the socket file the configured owner and group (names or numbers). */
-async function chownSocket(path: string, listener: ListenerConfig): Promise<void> {
-  const uid = listener.socketOwner === undefined ? -1 : resolveId(listener.socketOwner, "passwd");
-  const gid = listener.socketGroup === undefined ? -1 : resolveId(listener.socketGroup, "group");
-  try {
-    await chown(path, uid, gid);
-  } catch (err) {
-    throw failedPrecondition(
-      `cannot give socket ${path} owner ${listener.socketOwner ?? "(unchanged)"} and group ${listener.socketGroup ?? "(unchanged)"}: ${messageOf(err)}`,
-    );
-  }
-}
-
-/** A user or group id from a number or a name in /etc/passwd or /etc/group. */
-function resolveId(value: string | number, database: "passwd" | "group"): number {
-  if (typeof value === "number" || /^\d+$/.test(value)) return Number(value);
-  const entries = readFileSync(`/etc/${database}`, "utf8").split("\n");
-  const entry = entries.find((line) => line.split(":")[0] === value);
-  if (!entry)
-    throw failedPrecondition(
-      `no ${database === "passwd" ? "user" : "group"} named ${value} in /etc/${database}`,
-    );
-  return Number(entry.split(":")[2]);
 }
