@@ -21,7 +21,13 @@ import { StateStore, readSavedState } from "./state-store.js";
 import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
-import { PluginCallTracker, rpcBoundary } from "./rpc-boundary.js";
+import { allowListMiddleware } from "./middleware/allow-list.js";
+import { callContextMiddleware } from "./middleware/call-context.js";
+import { PluginCallTracker, drainMiddleware } from "./middleware/drain.js";
+import { errorStatusMiddleware } from "./middleware/error-status.js";
+import { malformedRequestMiddleware } from "./middleware/malformed-requests.js";
+import { observeMiddleware } from "./middleware/observe.js";
+import { probeRateLimitMiddleware } from "./middleware/probe-rate-limit.js";
 import { CallerRateLimit } from "./rate-limit.js";
 
 export interface Daemon {
@@ -233,26 +239,38 @@ export function createDaemon({
     backends = next;
   }
 
+  /**
+   * A listener's gRPC server. The middlewares run in this order: the call's
+   * context; observing it, outside the error boundary, so metrics, the debug
+   * line and the audit record see the status the client got, refusals
+   * included; the one error boundary; then the refusals, in the order their
+   * statuses take precedence; the malformed-request check last, as it is the
+   * request itself that goes on to the adapter.
+   */
   function serverFor(target: ListenerTarget, transport: "unix" | "tcp"): Server {
+    const { address } = target.config;
     const server = createServer({
       ...serverOptions,
       "grpc.max_connection_idle_ms": current.idleConnectionMs,
-      interceptors: [callerInterceptor({ kind: transport, address: target.config.address })],
-    }).use(
-      rpcBoundary({
-        logger: logger.child({ listener: target.config.address }),
-        calls,
-        probes,
-        metrics,
-        audit: () => audit,
-        listener: () => ({
-          address: target.config.address,
-          backend: target.backend.name,
-          allowedClients: target.config.tls?.allowedClients,
+      interceptors: [callerInterceptor({ kind: transport, address })],
+    })
+      .use(
+        callContextMiddleware({
+          logger: logger.child({ listener: address }),
+          listener: () => ({
+            address: target.config.address,
+            backend: target.backend.name,
+            allowedClients: target.config.tls?.allowedClients,
+          }),
+          backendOf: (id) => environments.backendOf(id),
         }),
-        backendOf: (id) => environments.backendOf(id),
-      }),
-    );
+      )
+      .use(observeMiddleware({ metrics, audit: () => audit }))
+      .use(errorStatusMiddleware)
+      .use(allowListMiddleware)
+      .use(probeRateLimitMiddleware(probes))
+      .use(drainMiddleware(calls))
+      .use(malformedRequestMiddleware);
     const adapterDeps = { environments, backend: () => target.backend };
     server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
     server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));

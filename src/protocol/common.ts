@@ -5,14 +5,14 @@ import type { Backend, EnvironmentService } from "../environments.js";
 import { invalidArgument } from "../errors.js";
 import { parseGoDuration } from "../go-duration.js";
 
-/** What the server's middleware learns about a call while an adapter handles it, for the log line. */
+/** What the server's middlewares learn about a call while an adapter handles it, for metrics, logs and audit. */
 export interface RpcInfo {
   environmentId?: string;
   /** The backend of that environment. */
   backend?: string;
 }
 
-/** What the server's middleware adds to every call's context. */
+/** What the server's middlewares add to every call's context for the adapters. */
 export interface RpcContextExt {
   rpc: RpcInfo;
   log: Logger;

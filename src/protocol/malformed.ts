@@ -1,8 +1,8 @@
 /**
  * A request whose bytes are not the message its method takes. grpc-js
  * answers a decoder that throws with INTERNAL, as if berth were at fault;
- * so the decoders of berth's services return this instead, and the RPC
- * boundary answers it with INVALID_ARGUMENT.
+ * so the decoders of berth's services return this instead, and
+ * malformedRequestMiddleware answers it with INVALID_ARGUMENT.
  */
 export class MalformedRequest {
   constructor(
