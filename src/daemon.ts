@@ -73,7 +73,7 @@ export async function provisionBackend(
     serving: boolean;
     ownPaths?: readonly string[];
   },
-  made: (backend: Backend) => void = () => {},
+  made: (backend: Backend) => void,
 ): Promise<Backend> {
   const factory = await drivers.factory(config.driver);
   const driver = factory.create(config.options, {
@@ -139,47 +139,219 @@ export function createDaemon({
   drivers: DriverRegistry;
   metrics?: Metrics;
 }): Daemon {
-  const store = new StateStore(config.stateDir, logger);
-  const environments = new EnvironmentService(logger, metrics, (records) => store.save(records));
-  const health = HealthState();
-  health.setStatus("unhealthy");
-  const calls = new PluginCallTracker();
-  const probes = new CallerRateLimit(config.probesPerSecond);
-  let endGrace: () => void = () => {};
-  let current = config;
-  let backends = new Map<string, Backend>();
-  /** Backends a reload replaced, cleaned up once their last environment is gone. */
-  const retired = new Set<Backend>();
-  let audit: AuditLog | undefined;
-  let http: HttpEndpoints | undefined;
-  let ready = false;
-  let reconcileTimer: NodeJS.Timeout | undefined;
-  let reconciling: Promise<unknown> = Promise.resolve();
+  return new BerthDaemon(config, logger, drivers, metrics);
+}
 
-  /** One reconciler pass over the current backends (passes never overlap). */
-  function reconcileNow(): Promise<unknown> {
-    reconciling = reconciling.then(async () => {
-      const removals = await reconcile({
-        backends: [...backends.values()],
-        isLive: (id) => environments.knows(id),
-        removeLive: (found) => environments.remove(found.id),
-        orphanGraceMs: current.reconciler.orphanGraceMs,
-        maxAgeMs: current.reconciler.maxAgeMs,
-        logger,
-      });
-      for (const removal of removals) {
-        if (!removal.error)
-          metrics.reconcilerRemovals.inc({ backend: removal.backend, reason: removal.reason });
+/** The state that start, reload and stop share, and the steps they are made of. */
+class BerthDaemon implements Daemon {
+  readonly environments: EnvironmentService;
+  private readonly store: StateStore;
+  private readonly health = HealthState();
+  private readonly listeners: Listeners;
+  private readonly calls = new PluginCallTracker();
+  private readonly probes: CallerRateLimit;
+  private backends = new Map<string, Backend>();
+  /** Backends a reload replaced, cleaned up once their last environment is gone. */
+  private readonly retired = new Set<Backend>();
+  private audit: AuditLog | undefined;
+  private http: HttpEndpoints | undefined;
+  private ready = false;
+  private reconcileTimer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<unknown> = Promise.resolve();
+  private endGrace: () => void = () => {};
+
+  constructor(
+    private current: DaemonConfig,
+    private readonly logger: Logger,
+    private readonly drivers: DriverRegistry,
+    readonly metrics: Metrics,
+  ) {
+    this.store = new StateStore(current.stateDir, logger);
+    this.environments = new EnvironmentService(logger, metrics, (records) => this.store.save(records));
+    this.health.setStatus("unhealthy");
+    this.probes = new CallerRateLimit(current.probesPerSecond);
+    this.listeners = new Listeners(logger, (target, transport) => this.serverFor(target, transport));
+    this.environments.onRemoved((backend) => {
+      if (this.retired.has(backend) && this.environments.countOf(backend) === 0) {
+        this.retired.delete(backend);
+        void backend.driver.cleanup();
       }
     });
-    return reconciling;
+  }
+
+  get addresses(): string[] {
+    return this.listeners.addresses;
+  }
+
+  get metricsAddress(): string | undefined {
+    return this.http?.address;
+  }
+
+  async start(): Promise<void> {
+    const config = this.current;
+    try {
+      if (config.audit) this.audit = await openAuditLog(config.audit.destination);
+      if (config.metrics) {
+        this.http = await serveHttpEndpoints(config.metrics.listen, {
+          metrics: this.metrics,
+          ready: () => this.ready,
+        });
+      }
+      this.useBackends(await this.provisionAll(config.backends));
+      // Re-adoption ends before the reconciler first looks: nothing recorded is taken for an orphan.
+      await this.adoptRecorded();
+      for (const listener of config.listeners) {
+        await this.listeners.bind(listener, this.backends.get(listener.backend)!);
+      }
+      this.startReconciler();
+    } catch (err) {
+      await this.stop();
+      throw err instanceof BerthError ? err : failedPrecondition(messageOf(err));
+    }
+    this.health.setStatus("healthy");
+    this.ready = true;
+    this.logger.info(
+      {
+        addresses: this.addresses,
+        backends: config.backends.map(({ name, driver }) => ({ name, driver })),
+        ...(this.http ? { metrics: this.http.address } : {}),
+      },
+      this.servingLine(),
+    );
+  }
+
+  async reload(next: DaemonConfig): Promise<void> {
+    const fresh = await this.provisionAll(next.backends);
+    const added = await this.listeners.retarget(next.listeners, fresh);
+    await this.retireBackends();
+    this.useBackends(fresh);
+    for (const listener of added) await this.listeners.bind(listener, fresh.get(listener.backend)!);
+    await this.switchAuditLog(next);
+    if (next.metrics?.listen !== this.current.metrics?.listen) {
+      this.logger.warn("metrics.listen changed: it takes effect at the next start, not on reload");
+    }
+    this.logger.level = next.logging.level;
+    this.current = next;
+    this.logger.info({ addresses: this.addresses }, `configuration reloaded; ${this.servingLine()}`);
+  }
+
+  async stop(): Promise<void> {
+    this.ready = false;
+    clearInterval(this.reconcileTimer);
+    this.health.setStatus("unhealthy");
+    for (const name of this.backends.keys()) this.health.setStatus("unhealthy", name);
+    this.calls.draining = true;
+    await this.awaitInFlightCalls();
+    // Cancels what still runs (and health watches); cancelled calls stop their commands before we go on.
+    this.listeners.forceShutdown();
+    await Promise.race([this.calls.idle(), delay(cancelUnwindMs)]);
+    await this.listeners.release();
+    await this.reconciling;
+    if (this.current.removeOnShutdown) await this.removeEnvironments();
+    for (const { driver } of [...this.backends.values(), ...this.retired]) await driver.cleanup();
+    await this.http?.close();
+    await this.audit?.close();
+  }
+
+  cancelInFlight(): void {
+    this.endGrace();
+  }
+
+  /**
+   * A listener's gRPC server. Its middlewares, outermost first: the call's
+   * context, which the others read; observe, outside the error boundary so
+   * that metrics, the debug line and the audit record see the status the
+   * client got, refusals included; the one error boundary; the refusals, in
+   * the order their statuses take precedence (not allowed, too often,
+   * shutting down), drain last so that only calls it lets through count as
+   * in flight; innermost the malformed-request check, which wraps the very
+   * request the adapter reads.
+   */
+  private serverFor(target: Readonly<ListenerTarget>, transport: "unix" | "tcp"): Server {
+    const { address } = target.config;
+    const server = createServer({
+      ...serverOptions,
+      "grpc.max_connection_idle_ms": this.current.idleConnectionMs,
+      interceptors: [callerInterceptor({ kind: transport, address })],
+    })
+      .use(
+        callContextMiddleware({
+          logger: this.logger.child({ listener: address }),
+          listener: () => ({
+            address: target.config.address,
+            backend: target.backend.name,
+            allowedClients: target.config.tls?.allowedClients,
+          }),
+          backendOf: (id) => this.environments.backendOf(id),
+        }),
+      )
+      .use(observeMiddleware({ metrics: this.metrics, audit: () => this.audit }))
+      .use(errorStatusMiddleware)
+      .use(allowListMiddleware)
+      .use(probeRateLimitMiddleware(this.probes))
+      .use(drainMiddleware(this.calls))
+      .use(malformedRequestMiddleware);
+    const adapterDeps = { environments: this.environments, backend: () => target.backend };
+    server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
+    server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));
+    server.add(HealthDefinition, HealthServiceImpl(this.health));
+    const reflection = ServerReflection(descriptorSet, pluginServiceNames);
+    server.add(ServerReflectionService, reflection);
+    server.add(v1alphaReflectionService, reflection);
+    return server;
+  }
+
+  /** Provisions every backend of a configuration, or, if one fails, cleans up those already made. */
+  private async provisionAll(configs: BackendConfig[]): Promise<Map<string, Backend>> {
+    const made = new Map<string, Backend>();
+    const deps = {
+      logger: this.logger,
+      instance: this.current.instance,
+      drivers: this.drivers,
+      serving: true,
+      ownPaths: ownPathsOf(this.current),
+    };
+    try {
+      for (const backendConfig of configs) {
+        await provisionBackend(backendConfig, deps, (backend) => made.set(backend.name, backend));
+      }
+    } catch (err) {
+      for (const backend of made.values()) await backend.driver.cleanup();
+      throw err;
+    }
+    return made;
+  }
+
+  /** Makes these the backends that listeners and the reconciler use; health says which are served. */
+  private useBackends(next: Map<string, Backend>): void {
+    for (const name of this.backends.keys()) if (!next.has(name)) this.health.setStatus("unhealthy", name);
+    for (const name of next.keys()) {
+      this.health.setStatus("healthy", name);
+      this.metrics.environmentsActive.inc({ backend: name }, 0);
+    }
+    this.backends = next;
+  }
+
+  /** Cleans up the backends a reload replaces, now or, if they still have environments, after the last. */
+  private async retireBackends(): Promise<void> {
+    for (const previous of this.backends.values()) {
+      if (this.environments.countOf(previous) === 0) await previous.driver.cleanup();
+      else this.retired.add(previous);
+    }
+  }
+
+  private async switchAuditLog(next: DaemonConfig): Promise<void> {
+    if (next.audit?.destination === this.current.audit?.destination) return;
+    const previous = this.audit;
+    this.audit = next.audit ? await openAuditLog(next.audit.destination) : undefined;
+    await previous?.close();
   }
 
   /** Takes up the environments of berth's last run whose resources still exist. */
-  async function adoptRecorded(): Promise<void> {
-    for (const record of await store.load()) {
-      const backend = backends.get(record.backend);
-      const log = logger.child({ environmentId: record.id, backend: record.backend });
+  private async adoptRecorded(): Promise<void> {
+    for (const record of await this.store.load()) {
+      const backend = this.backends.get(record.backend);
+      const log = this.logger.child({ environmentId: record.id, backend: record.backend });
       if (!backend) {
         log.warn("a recorded environment's backend is not configured any more: forgotten");
         continue;
@@ -199,198 +371,70 @@ export function createDaemon({
           return false;
         });
       if (exists) {
-        environments.adopt(backend, { ...record, state: saved.state });
+        this.environments.adopt(backend, { ...record, state: saved.state });
         log.info("environment of berth's last run taken up again");
       } else log.info("a recorded environment's resources are gone: forgotten");
     }
-    await store.save(environments.records());
+    await this.store.save(this.environments.records());
   }
 
-  environments.onRemoved((backend) => {
-    if (retired.has(backend) && environments.countOf(backend) === 0) {
-      retired.delete(backend);
-      void backend.driver.cleanup();
-    }
-  });
-
-  async function provisionAll(configs: BackendConfig[]): Promise<Map<string, Backend>> {
-    const made = new Map<string, Backend>();
-    try {
-      for (const backendConfig of configs) {
-        await provisionBackend(
-          backendConfig,
-          { logger, instance: current.instance, drivers, serving: true, ownPaths: ownPathsOf(current) },
-          (backend) => made.set(backend.name, backend),
-        );
-      }
-    } catch (err) {
-      for (const backend of made.values()) await backend.driver.cleanup();
-      throw err;
-    }
-    return made;
+  private startReconciler(): void {
+    void this.reconcileNow();
+    this.reconcileTimer = setInterval(() => void this.reconcileNow(), this.current.reconciler.intervalMs);
+    this.reconcileTimer.unref();
   }
 
-  function useBackends(next: Map<string, Backend>): void {
-    for (const name of backends.keys()) if (!next.has(name)) health.setStatus("unhealthy", name);
-    for (const name of next.keys()) {
-      health.setStatus("healthy", name);
-      metrics.environmentsActive.inc({ backend: name }, 0);
-    }
-    backends = next;
-  }
-
-  /**
-   * A listener's gRPC server. The middlewares run in this order: the call's
-   * context; observing it, outside the error boundary, so metrics, the debug
-   * line and the audit record see the status the client got, refusals
-   * included; the one error boundary; then the refusals, in the order their
-   * statuses take precedence; the malformed-request check last, as it is the
-   * request itself that goes on to the adapter.
-   */
-  function serverFor(target: ListenerTarget, transport: "unix" | "tcp"): Server {
-    const { address } = target.config;
-    const server = createServer({
-      ...serverOptions,
-      "grpc.max_connection_idle_ms": current.idleConnectionMs,
-      interceptors: [callerInterceptor({ kind: transport, address })],
-    })
-      .use(
-        callContextMiddleware({
-          logger: logger.child({ listener: address }),
-          listener: () => ({
-            address: target.config.address,
-            backend: target.backend.name,
-            allowedClients: target.config.tls?.allowedClients,
-          }),
-          backendOf: (id) => environments.backendOf(id),
-        }),
-      )
-      .use(observeMiddleware({ metrics, audit: () => audit }))
-      .use(errorStatusMiddleware)
-      .use(allowListMiddleware)
-      .use(probeRateLimitMiddleware(probes))
-      .use(drainMiddleware(calls))
-      .use(malformedRequestMiddleware);
-    const adapterDeps = { environments, backend: () => target.backend };
-    server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
-    server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));
-    server.add(HealthDefinition, HealthServiceImpl(health));
-    const reflection = ServerReflection(descriptorSet, pluginServiceNames);
-    server.add(ServerReflectionService, reflection);
-    server.add(v1alphaReflectionService, reflection);
-    return server;
-  }
-  const listeners = new Listeners(logger, serverFor);
-
-  function servingLine(): string {
-    return `berth serving on ${listeners.describe()}`;
-  }
-
-  return {
-    get addresses() {
-      return listeners.addresses;
-    },
-    environments,
-    metrics,
-    get metricsAddress() {
-      return http?.address;
-    },
-    async start() {
-      try {
-        if (config.audit) audit = await openAuditLog(config.audit.destination);
-        if (config.metrics) {
-          http = await serveHttpEndpoints(config.metrics.listen, { metrics, ready: () => ready });
-        }
-        useBackends(await provisionAll(config.backends));
-        // Re-adoption ends before the reconciler first looks: nothing recorded is taken for an orphan.
-        await adoptRecorded();
-        for (const listener of config.listeners) {
-          await listeners.bind(listener, backends.get(listener.backend)!);
-        }
-        void reconcileNow();
-        reconcileTimer = setInterval(() => void reconcileNow(), config.reconciler.intervalMs);
-        reconcileTimer.unref();
-      } catch (err) {
-        await this.stop();
-        throw err instanceof BerthError ? err : failedPrecondition(messageOf(err));
-      }
-      health.setStatus("healthy");
-      ready = true;
-      logger.info(
-        {
-          addresses: this.addresses,
-          backends: config.backends.map(({ name, driver }) => ({ name, driver })),
-          ...(http ? { metrics: http.address } : {}),
-        },
-        servingLine(),
-      );
-    },
-    async reload(next) {
-      const fresh = await provisionAll(next.backends);
-      const added = await listeners.retarget(next.listeners, fresh);
-      for (const previous of backends.values()) {
-        if (environments.countOf(previous) === 0) await previous.driver.cleanup();
-        else retired.add(previous);
-      }
-      useBackends(fresh);
-      for (const listener of added) await listeners.bind(listener, fresh.get(listener.backend)!);
-      if (next.audit?.destination !== current.audit?.destination) {
-        const previous = audit;
-        audit = next.audit ? await openAuditLog(next.audit.destination) : undefined;
-        await previous?.close();
-      }
-      if (next.metrics?.listen !== current.metrics?.listen) {
-        logger.warn("metrics.listen changed: it takes effect at the next start, not on reload");
-      }
-      logger.level = next.logging.level;
-      current = next;
-      logger.info({ addresses: this.addresses }, `configuration reloaded; ${servingLine()}`);
-    },
-    async stop() {
-      ready = false;
-      clearInterval(reconcileTimer);
-      health.setStatus("unhealthy");
-      for (const name of backends.keys()) health.setStatus("unhealthy", name);
-      calls.draining = true;
-      const graceOver = new Promise<"grace-over">((resolve) => {
-        const timer = setTimeout(() => resolve("grace-over"), current.shutdownGraceMs);
-        endGrace = () => {
-          clearTimeout(timer);
-          resolve("grace-over");
-        };
+  /** One reconciler pass over the current backends (passes never overlap). */
+  private reconcileNow(): Promise<unknown> {
+    this.reconciling = this.reconciling.then(async () => {
+      const removals = await reconcile({
+        backends: [...this.backends.values()],
+        isLive: (id) => this.environments.knows(id),
+        removeLive: (found) => this.environments.remove(found.id),
+        orphanGraceMs: this.current.reconciler.orphanGraceMs,
+        maxAgeMs: this.current.reconciler.maxAgeMs,
+        logger: this.logger,
       });
-      if ((await Promise.race([calls.idle(), graceOver])) === "grace-over") {
-        logger.warn(
-          { graceMs: current.shutdownGraceMs },
-          "in-flight calls did not finish in the grace period; cancelling them",
+      for (const removal of removals) {
+        if (!removal.error)
+          this.metrics.reconcilerRemovals.inc({ backend: removal.backend, reason: removal.reason });
+      }
+    });
+    return this.reconciling;
+  }
+
+  /** Waits for the plugin calls in flight, up to the grace period or until cancelInFlight() ends it. */
+  private async awaitInFlightCalls(): Promise<void> {
+    const graceMs = this.current.shutdownGraceMs;
+    const graceOver = new Promise<"grace-over">((resolve) => {
+      const timer = setTimeout(() => resolve("grace-over"), graceMs);
+      this.endGrace = () => {
+        clearTimeout(timer);
+        resolve("grace-over");
+      };
+    });
+    if ((await Promise.race([this.calls.idle(), graceOver])) === "grace-over") {
+      this.logger.warn({ graceMs }, "in-flight calls did not finish in the grace period; cancelling them");
+    }
+    this.endGrace();
+  }
+
+  private async removeEnvironments(): Promise<void> {
+    for (const { id } of this.environments.live()) {
+      await this.environments
+        .remove(id)
+        .catch((err: unknown) =>
+          this.logger.error(
+            { environmentId: id, err: messageOf(err) },
+            "cannot remove an environment at shutdown",
+          ),
         );
-      }
-      endGrace();
-      // Cancels what still runs (and health watches); cancelled calls stop their commands before we go on.
-      listeners.forceShutdown();
-      await Promise.race([calls.idle(), delay(cancelUnwindMs)]);
-      await listeners.release();
-      await reconciling;
-      if (current.removeOnShutdown) {
-        for (const { id } of environments.live()) {
-          await environments
-            .remove(id)
-            .catch((err: unknown) =>
-              logger.error(
-                { environmentId: id, err: messageOf(err) },
-                "cannot remove an environment at shutdown",
-              ),
-            );
-        }
-      }
-      for (const { driver } of [...backends.values(), ...retired]) await driver.cleanup();
-      await http?.close();
-      await audit?.close();
-    },
-    cancelInFlight() {
-      endGrace();
-    },
-  };
+    }
+  }
+
+  private servingLine(): string {
+    return `berth serving on ${this.listeners.describe()}`;
+  }
 }
 
 /** The paths of berth itself that jobs on its machine must not see: state, sockets' directories, audit file. */
