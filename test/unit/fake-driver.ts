@@ -9,13 +9,24 @@
  *   exit N              exits N
  *   wait GATE           runs until gate GATE is opened; an abort ends it
  *                       `dyingMs` later (a command that takes a moment to die)
+ *   announce GATE       writes "GATE\n" to stdout, then runs as `wait GATE`
  *   pwd                 writes the workdir it was given
+ *   crash MESSAGE       throws a plain Error (a bug in a driver, not a backend's answer)
+ *
+ * Create and Start named in `hangs` run until their call is aborted (a
+ * backend that does not answer). CopyIn reads the (checked) tar to its end
+ * and keeps its byte count. listManaged answers what a test puts in
+ * `managed`, as a backend would list the resources it finds under berth's
+ * labels. fakeDriverRegistry offers the fake to the config loader and the
+ * daemon as a driver named "fake", with one option, dyingMs.
  */
-import { Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
+import { z } from "zod";
 import type {
   CreatedEnvironment,
   Driver,
   DriverCapabilities,
+  DriverFactory,
   EnvironmentRef,
   EnvironmentSpec,
   ExecResult,
@@ -25,6 +36,7 @@ import type {
   ManagedEnvironment,
   SavedState,
 } from "../../src/driver.js";
+import { DriverRegistry } from "../../src/drivers.js";
 import { failedPrecondition } from "../../src/errors.js";
 import { z } from "zod";
 
@@ -54,6 +66,14 @@ export class FakeDriver implements Driver {
   dyingMs = 100;
   /** Make the next Remove fail (a backend error). */
   failNextRemove = false;
+  /** Create and Start named here never finish by themselves: they end when their signal aborts. */
+  readonly hangs = new Set<"create" | "start">();
+  /** What listManaged finds; a test sets it. */
+  managed: ManagedEnvironment[] = [];
+  /** Make listManaged fail with this (a backend that cannot be listed). */
+  listError?: Error;
+  /** Bytes of each CopyIn's tar, in order, once it was read to its end. */
+  readonly copiedIn: { dest: string; bytes: number }[] = [];
   private readonly gates = new Map<string, () => void>();
   private readonly gateOpened = new Map<string, Promise<void>>();
 
@@ -85,15 +105,21 @@ export class FakeDriver implements Driver {
     };
   }
 
-  async create(id: string, spec: EnvironmentSpec): Promise<CreatedEnvironment> {
+  async create(id: string, spec: EnvironmentSpec, signal: AbortSignal): Promise<CreatedEnvironment> {
     this.created.push({ id, spec });
+    if (this.hangs.has("create")) await untilAborted(signal);
     return { state: { fake: id }, layout: fakeLayout };
   }
 
   async start(
     _env: EnvironmentRef,
     progress: (line: string) => void,
+    signal: AbortSignal,
   ): Promise<{ imageEnv: Record<string, string> }> {
+    if (this.hangs.has("start")) {
+      progress("fake environment booting");
+      await untilAborted(signal);
+    }
     progress("fake environment ready");
     return { imageEnv: { PATH: "/usr/bin:/bin" } };
   }
@@ -109,7 +135,9 @@ export class FakeDriver implements Driver {
     if (program === "echo") return write(sinks.stdout, `${args.join(" ")}\n`, 0);
     if (program === "pwd") return write(sinks.stdout, `${spec.workdir}\n`, 0);
     if (program === "exit") return { kind: "exited", exitCode: Number(args[0]) };
-    if (program === "wait") {
+    if (program === "crash") throw new Error(args.join(" "));
+    if (program === "announce") await write(sinks.stdout, `${args[0]}\n`, 0);
+    if (program === "wait" || program === "announce") {
       const aborted = new Promise<void>((resolve) =>
         signal.addEventListener("abort", () => setTimeout(resolve, this.dyingMs), { once: true }),
       );
@@ -120,7 +148,11 @@ export class FakeDriver implements Driver {
     return { kind: "failed", message: `fake driver: no command ${program}` };
   }
 
-  async copyIn(): Promise<void> {}
+  async copyIn(_env: EnvironmentRef, dest: string, tar: Readable): Promise<void> {
+    let bytes = 0;
+    for await (const chunk of tar as AsyncIterable<Buffer>) bytes += chunk.length;
+    this.copiedIn.push({ dest, bytes });
+  }
   async copyOut(): Promise<never> {
     throw failedPrecondition("fake driver: no CopyOut");
   }
@@ -139,13 +171,38 @@ export class FakeDriver implements Driver {
     this.removed.push(env.id);
   }
 
-  async adopt(): Promise<boolean> {
+  async adopt(_env: EnvironmentRef): Promise<boolean> {
     return true;
   }
   async listManaged(): Promise<ManagedEnvironment[]> {
-    return [];
+    if (this.listError) throw this.listError;
+    return this.managed;
   }
   async cleanup(): Promise<void> {}
+}
+
+const fakeOptions = z.object({ dyingMs: z.coerce.number().int().min(0).default(100) });
+
+/** A registry whose only driver is the fake, named "fake"; every driver it makes is handed to `made`. */
+export function fakeDriverRegistry(made: (driver: FakeDriver) => void = () => {}): DriverRegistry {
+  const factory: DriverFactory<z.infer<typeof fakeOptions>> = {
+    name: "fake",
+    optionsSchema: fakeOptions,
+    create(options) {
+      const driver = new FakeDriver();
+      driver.dyingMs = options.dyingMs;
+      made(driver);
+      return driver;
+    },
+  };
+  return new DriverRegistry([{ name: "fake", load: async () => factory }]);
+}
+
+/** Waits for the signal's abort, then throws its reason. */
+async function untilAborted(signal: AbortSignal): Promise<never> {
+  if (!signal.aborted)
+    await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+  throw signal.reason;
 }
 
 function write(sink: Writable, text: string, exitCode: number): Promise<ExecResult> {
