@@ -21,13 +21,8 @@ import { StateStore, readSavedState } from "./state-store.js";
 import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
 import { createV1alphaService } from "./protocol/v1alpha.js";
-import { allowListMiddleware } from "./middleware/allow-list.js";
-import { callContextMiddleware } from "./middleware/call-context.js";
-import { PluginCallTracker, drainMiddleware } from "./middleware/drain.js";
-import { errorStatusMiddleware } from "./middleware/error-status.js";
-import { malformedRequestMiddleware } from "./middleware/malformed-requests.js";
-import { observeMiddleware } from "./middleware/observe.js";
-import { probeRateLimitMiddleware } from "./middleware/probe-rate-limit.js";
+import { middlewareChain } from "./middleware/chain.js";
+import { PluginCallTracker } from "./middleware/drain.js";
 import { CallerRateLimit } from "./rate-limit.js";
 
 export interface Daemon {
@@ -257,40 +252,28 @@ class BerthDaemon implements Daemon {
     this.endGrace();
   }
 
-  /**
-   * A listener's gRPC server. Its middlewares, outermost first: the call's
-   * context, which the others read; observe, outside the error boundary so
-   * that metrics, the debug line and the audit record see the status the
-   * client got, refusals included; the one error boundary; the refusals, in
-   * the order their statuses take precedence (not allowed, too often,
-   * shutting down), drain last so that only calls it lets through count as
-   * in flight; innermost the malformed-request check, which wraps the very
-   * request the adapter reads.
-   */
+  /** A listener's gRPC server: berth's middleware chain, the two plugin adapters, health and reflection. */
   private serverFor(target: Readonly<ListenerTarget>, transport: "unix" | "tcp"): Server {
     const { address } = target.config;
     const server = createServer({
       ...serverOptions,
       "grpc.max_connection_idle_ms": this.current.idleConnectionMs,
       interceptors: [callerInterceptor({ kind: transport, address })],
-    })
-      .use(
-        callContextMiddleware({
-          logger: this.logger.child({ listener: address }),
-          listener: () => ({
-            address: target.config.address,
-            backend: target.backend.name,
-            allowedClients: target.config.tls?.allowedClients,
-          }),
-          backendOf: (id) => this.environments.backendOf(id),
+    }).use(
+      middlewareChain({
+        logger: this.logger.child({ listener: address }),
+        listener: () => ({
+          address: target.config.address,
+          backend: target.backend.name,
+          allowedClients: target.config.tls?.allowedClients,
         }),
-      )
-      .use(observeMiddleware({ metrics: this.metrics, audit: () => this.audit }))
-      .use(errorStatusMiddleware)
-      .use(allowListMiddleware)
-      .use(probeRateLimitMiddleware(this.probes))
-      .use(drainMiddleware(this.calls))
-      .use(malformedRequestMiddleware);
+        backendOf: (id) => this.environments.backendOf(id),
+        metrics: this.metrics,
+        audit: () => this.audit,
+        probes: this.probes,
+        calls: this.calls,
+      }),
+    );
     const adapterDeps = { environments: this.environments, backend: () => target.backend };
     server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
     server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));

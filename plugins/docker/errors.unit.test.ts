@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { BerthError, Status } from "../../src/errors.js";
 import { dockerError, engineMessage, isConnectionError, isNotFound } from "./errors.js";
+import { statusOfHttp } from "../kit/http-status.js";
 
 /** An error as dockerode's modem builds it from an engine answer. */
 function engineError(statusCode: number, words: string): Error & { statusCode: number; json: object } {
@@ -24,20 +25,10 @@ function connectionError(code: string): Error & { code: string } {
 }
 
 describe("the status table", () => {
-  const table: [number, Status][] = [
-    [400, Status.INVALID_ARGUMENT],
-    [401, Status.PERMISSION_DENIED],
-    [403, Status.PERMISSION_DENIED],
-    [404, Status.NOT_FOUND],
-    [409, Status.FAILED_PRECONDITION],
-    // Everything else the engine says is UNKNOWN, its 5xx and 429 included.
-    [304, Status.UNKNOWN],
-    [422, Status.UNKNOWN],
-    [429, Status.UNKNOWN],
-    [500, Status.UNKNOWN],
-    [502, Status.UNKNOWN],
-    [503, Status.UNKNOWN],
-  ];
+  // The values are the kit's one table (plugins/kit/http-status.ts, pinned in kit.unit.test.ts): this driver answers with it.
+  const table: [number, Status][] = [400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504, 302, 405].map(
+    (code) => [code, statusOfHttp(code)],
+  );
   for (const [statusCode, expected] of table) {
     test(`HTTP ${statusCode} is ${Status[expected]}, saying what berth was doing and what the engine said`, () => {
       const mapped = dockerError(engineError(statusCode, "the engine's words"), "start job container");

@@ -11,7 +11,9 @@ import type { EnvironmentSpec, ServiceSpec } from "../../src/driver.js";
 import { BerthError, Status } from "../../src/errors.js";
 import { environmentSpec } from "../../src/protocol/common.js";
 import type { JobOptions } from "./job-options.js";
-import { type PodInputs, buildPod, deadlineSeconds, jobContainerName, labels, layoutPaths } from "./pod.js";
+import { containerLayoutPaths as layoutPaths } from "../kit/container-layout.js";
+import { labels } from "../kit/labels.js";
+import { type PodInputs, buildPod, deadlineSeconds, jobContainerName } from "./pod.js";
 
 const now = new Date("2025-01-02T03:04:05.678Z");
 

@@ -12,7 +12,7 @@ import { BerthError, Status } from "../../src/errors.js";
 import { Metrics } from "../../src/metrics.js";
 import { environmentSpec } from "../../src/protocol/common.js";
 import type { EnvironmentRecord } from "../../src/state-store.js";
-import { FakeDriver } from "./fake-driver.js";
+import { FakeDriver, fakeSavedState } from "./fake-driver.js";
 
 export interface Core {
   service: EnvironmentService;
@@ -50,6 +50,7 @@ export function core(
     name: "fake",
     driver,
     limits: { createWaitMs: 300_000, rpcTimeoutMs: {}, ...limits },
+    savedState: fakeSavedState,
     strictBackendOptions: false,
   };
   return { service: new EnvironmentService(logger, metrics, persist), driver, backend, metrics, logger, log };

@@ -38,7 +38,6 @@ import type {
 } from "../../src/driver.js";
 import { DriverRegistry } from "../../src/drivers.js";
 import { failedPrecondition } from "../../src/errors.js";
-import { z } from "zod";
 
 export const fakeLayout: Layout = {
   rootPath: "/fake/root",
@@ -188,6 +187,7 @@ export function fakeDriverRegistry(made: (driver: FakeDriver) => void = () => {}
   const factory: DriverFactory<z.infer<typeof fakeOptions>> = {
     name: "fake",
     optionsSchema: fakeOptions,
+    savedState: fakeSavedState,
     create(options) {
       const driver = new FakeDriver();
       driver.dyingMs = options.dyingMs;

@@ -12,7 +12,7 @@ import type { Backend } from "../../src/environments.js";
 import { failedPrecondition } from "../../src/errors.js";
 import { type ReconcileOptions, reconcile } from "../../src/reconciler.js";
 import { core, create, memoryLogger } from "./core-setup.js";
-import { FakeDriver } from "./fake-driver.js";
+import { FakeDriver, fakeSavedState } from "./fake-driver.js";
 
 const now = new Date("2025-03-01T12:00:00.000Z");
 const ago = (ms: number) => new Date(now.getTime() - ms);
@@ -21,7 +21,13 @@ const id = (n: number) => `berth-${n.toString(16).padStart(16, "0")}`;
 function backend(name: string, managed: ManagedEnvironment[]): Backend & { driver: FakeDriver } {
   const driver = new FakeDriver();
   driver.managed = managed;
-  return { name, driver, limits: { createWaitMs: 0, rpcTimeoutMs: {} }, strictBackendOptions: false };
+  return {
+    name,
+    driver,
+    savedState: fakeSavedState,
+    limits: { createWaitMs: 0, rpcTimeoutMs: {} },
+    strictBackendOptions: false,
+  };
 }
 
 /** A pass with no live environments, a two-minute grace and no maximum age, unless overridden. */

@@ -1,6 +1,6 @@
 /**
- * The one place errors become gRPC statuses (src/rpc-boundary.ts), in
- * process: the server middleware is handed calls as nice-grpc hands them,
+ * The one place errors become gRPC statuses and the middlewares around it
+ * (src/middleware/chain.ts), in process: the chain is handed calls as nice-grpc hands them,
  * with handlers that answer or throw. A BerthError keeps its code and
  * message; anything else is INTERNAL without its text or stack; a cancelled
  * call stays cancelled; malformed requests, callers not on the allow-list,
@@ -17,7 +17,9 @@ import { Metrics } from "../../src/metrics.js";
 import type { RpcContextExt } from "../../src/protocol/common.js";
 import { MalformedRequest } from "../../src/protocol/malformed.js";
 import { CallerRateLimit } from "../../src/rate-limit.js";
-import { PluginCallTracker, rpcBoundary } from "../../src/rpc-boundary.js";
+import { middlewareChain } from "../../src/middleware/chain.js";
+import { PluginCallTracker } from "../../src/middleware/drain.js";
+import type { AuditLog } from "../../src/audit.js";
 import { memoryLogger } from "./core-setup.js";
 import { interceptedMetadata, peerCertificate } from "./intercepted-caller.js";
 
@@ -65,18 +67,18 @@ function boundary(
   const calls = new PluginCallTracker();
   const audit: AuditRecord[] = [];
   const frozenClock = () => 0;
-  const middleware = rpcBoundary({
+  const middleware = middlewareChain({
     logger,
     calls,
     probes: new CallerRateLimit(options.probesPerSecond ?? 0, frozenClock),
     metrics,
-    audit: () => ({ record: async (entry) => void audit.push(entry), close: async () => {} }),
+    audit: (): AuditLog => ({ record: async (entry) => void audit.push(entry), close: async () => {} }),
     listener: () => ({
       address: "unix:///run/berth.sock",
       backend: "main",
       allowedClients: options.allowedClients,
     }),
-    backendOf: (id) => options.environments?.[id],
+    backendOf: (id: string) => options.environments?.[id],
   });
   const context = (metadata: Metadata, signal: AbortSignal): CallContext => ({
     metadata,
