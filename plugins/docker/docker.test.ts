@@ -18,7 +18,7 @@ import {
   ensureTestImages,
   testImages,
 } from "../../test/support/docker-images.js";
-import { registryAuth } from "./driver.js";
+import { registryAuth } from "./images.js";
 import {
   assertCutExecFails,
   assertOomKillNamed,

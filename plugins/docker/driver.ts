@@ -1,9 +1,6 @@
-import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { homedir } from "node:os";
-import { join, posix } from "node:path";
+import { posix } from "node:path";
 import type { Readable } from "node:stream";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import type { Logger } from "pino";
 import { pack } from "tar-stream";
 import type {
@@ -35,9 +32,11 @@ import { createdAt, environmentLabels, labels } from "../kit/labels.js";
 import { CollectingWritable } from "../kit/output-capture.js";
 import { runnerArch, runnerOs } from "../kit/runner-platform.js";
 import { readFileThroughCopyOut } from "../kit/tar-read.js";
-import { type JobOptions, jobOptionKeys, parseJobOptions, portBindings } from "./job-options.js";
+import { jobOptionKeys, parseJobOptions, portBindings } from "./job-options.js";
 import { demuxExecOutput, release } from "./demux.js";
+import { connectToEngine } from "./engine.js";
 import { dockerError, engineMessage, isConnectionError, isNotFound } from "./errors.js";
+import { EngineImages } from "./images.js";
 import type { DockerEnvironment } from "./state.js";
 import type { DockerOptions } from "./options.js";
 
@@ -71,6 +70,7 @@ done`;
 export class DockerDriver implements Driver<DockerEnvironment> {
   private readonly docker: Docker;
   private readonly where: string;
+  private readonly images: EngineImages;
   private engine = { os: "Linux", arch: "X64" };
   private readonly oomKills = new OomKillCounts();
 
@@ -79,7 +79,8 @@ export class DockerDriver implements Driver<DockerEnvironment> {
     private readonly logger: Logger,
     private readonly instance: string,
   ) {
-    ({ docker: this.docker, where: this.where } = connect(options));
+    ({ docker: this.docker, where: this.where } = connectToEngine(options));
+    this.images = new EngineImages(this.docker, logger, options.dockerConfig);
   }
 
   async provision(): Promise<void> {
@@ -125,8 +126,8 @@ export class DockerDriver implements Driver<DockerEnvironment> {
     if (!image) throw invalidArgument("the docker driver needs an image: set the job's container image");
     const objectLabels = environmentLabels(this.instance, id, new Date());
     const pullPolicy = spec.forcePull ? "always" : (job.pullPolicy ?? this.options.pullPolicy);
-    const imageInfo = await this.ensureImage(image, pullPolicy, spec.platform);
-    for (const service of spec.services) await this.ensureImage(service.image, pullPolicy, spec.platform);
+    const imageInfo = await this.images.ensure(image, pullPolicy, spec.platform);
+    for (const service of spec.services) await this.images.ensure(service.image, pullPolicy, spec.platform);
 
     let network: string | undefined;
     if (job.networkMode === undefined) {
@@ -458,60 +459,6 @@ export class DockerDriver implements Driver<DockerEnvironment> {
     // dockerode keeps no connections open between requests.
   }
 
-  /** Pulls the image as the policy says and returns its inspect data. */
-  private async ensureImage(
-    image: string,
-    policy: JobOptions["pullPolicy"] & string,
-    platform: string,
-  ): Promise<Docker.ImageInspectInfo> {
-    const reference = withDefaultTag(image);
-    const inspect = () => this.docker.getImage(reference).inspect();
-    if (policy !== "always") {
-      try {
-        return await inspect();
-      } catch (err) {
-        if (!isNotFound(err)) throw dockerError(err, `inspect image ${reference}`);
-        if (policy === "never") {
-          throw failedPrecondition(`image ${reference} is not on the Docker engine and pull_policy is never`);
-        }
-      }
-    }
-    await this.pull(reference, platform);
-    return inspect().catch((err: unknown) => {
-      throw dockerError(err, `inspect image ${reference}`);
-    });
-  }
-
-  private async pull(reference: string, platform: string): Promise<void> {
-    const log = this.logger.child({ image: reference });
-    log.info("pulling image");
-    const authconfig = await registryAuth(reference, this.options.dockerConfig);
-    let stream: NodeJS.ReadableStream;
-    try {
-      stream = await this.docker.pull(reference, { platform: platform || undefined, authconfig });
-    } catch (err) {
-      throw new BerthError(
-        isNotFound(err) ? Status.NOT_FOUND : Status.FAILED_PRECONDITION,
-        `cannot pull image ${reference}: ${engineMessage(err)}`,
-        { cause: err },
-      );
-    }
-    await new Promise<void>((resolve, reject) => {
-      this.docker.modem.followProgress(
-        stream,
-        (err: Error | null, events: { error?: string }[]) => {
-          const failure = err?.message ?? events.find((e) => e.error)?.error;
-          if (failure)
-            reject(new BerthError(Status.FAILED_PRECONDITION, `cannot pull image ${reference}: ${failure}`));
-          else resolve();
-        },
-        (event: { status?: string; id?: string; progress?: string }) =>
-          log.debug({ layer: event.id, status: event.status, progress: event.progress }, "pull progress"),
-      );
-    });
-    log.info("pulled image");
-  }
-
   private async waitHealthy(
     service: { name: string; id: string },
     progress: (line: string) => void,
@@ -671,85 +618,6 @@ async function waitForExitCode(
 
 function lastHealthOutput(health: { Log?: { Output: string }[] }): string {
   return health.Log?.at(-1)?.Output.trim() || "(no output)";
-}
-
-/** `busybox` means `busybox:latest`; without a tag the engine would pull every tag. */
-export function withDefaultTag(image: string): string {
-  const lastComponent = image.slice(image.lastIndexOf("/") + 1);
-  return lastComponent.includes(":") || lastComponent.includes("@") ? image : `${image}:latest`;
-}
-
-/** Credentials for the image's registry from the Docker config file's `auths`, if any. */
-export async function registryAuth(reference: string, configPath?: string): Promise<object | undefined> {
-  const file = configPath ?? join(process.env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
-  let config: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
-  try {
-    config = JSON.parse(await readFile(file, "utf8")) as typeof config;
-  } catch {
-    return undefined;
-  }
-  const first = reference.split("/")[0];
-  const registry =
-    reference.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")
-      ? first
-      : "docker.io";
-  const candidates =
-    registry === "docker.io"
-      ? ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
-      : [registry, `https://${registry}`];
-  const entry = candidates.map((key) => config.auths?.[key]).find(Boolean);
-  if (!entry) return undefined;
-  const [username, password] = entry.auth
-    ? Buffer.from(entry.auth, "base64").toString().split(/:(.*)/s)
-    : [entry.username, entry.password];
-  return { username, password, serveraddress: registry };
-}
-
-function connect(options: DockerOptions): { docker: Docker; where: string } {
-  if (!options.host) {
-    return { docker: new Docker(), where: process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock" };
-  }
-  const url = new URL(options.host);
-  if (url.protocol === "unix:")
-    return { docker: new Docker({ socketPath: url.pathname }), where: options.host };
-  if (url.protocol === "ssh:") {
-    return {
-      docker: new Docker({
-        protocol: "ssh",
-        host: url.hostname,
-        port: Number(url.port || 22),
-        username: url.username || undefined,
-      }),
-      where: options.host,
-    };
-  }
-  if (url.protocol === "tcp:" || url.protocol === "http:" || url.protocol === "https:") {
-    const tls = options.certPath !== undefined || url.protocol === "https:";
-    return {
-      docker: new Docker({
-        host: url.hostname,
-        port: Number(url.port || (tls ? 2376 : 2375)),
-        protocol: tls ? "https" : "http",
-        ...(options.certPath
-          ? {
-              ca: readFileSyncSafe(join(options.certPath, "ca.pem")),
-              cert: readFileSyncSafe(join(options.certPath, "cert.pem")),
-              key: readFileSyncSafe(join(options.certPath, "key.pem")),
-            }
-          : {}),
-      }),
-      where: options.host,
-    };
-  }
-  throw invalidArgument(`driver docker: option "host": ${options.host} is not unix://, tcp:// or ssh://`);
-}
-
-function readFileSyncSafe(path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw invalidArgument(`driver docker: cannot read TLS file ${path}: ${engineMessage(err)}`);
-  }
 }
 
 function delay(ms: number): Promise<void> {
