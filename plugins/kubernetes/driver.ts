@@ -4,14 +4,12 @@ import { posix } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import {
   AuthorizationV1Api,
-  type CoreV1Event,
   CoreV1Api,
   KubeConfig,
   type V1OwnerReference,
   type V1Pod,
   type V1PodSpec,
   VersionApi,
-  Watch,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { parse as parseYaml } from "yaml";
@@ -28,7 +26,6 @@ import type {
 } from "../../src/driver.js";
 import {
   BerthError,
-  Status,
   failedPrecondition,
   invalidArgument,
   messageOf,
@@ -57,7 +54,8 @@ import {
   jobContainerName,
   serviceHostName,
 } from "./pod.js";
-import { eventLine, judgePod } from "./pod-status.js";
+import { judgePod } from "./pod-status.js";
+import { PodWatcher } from "./pod-watch.js";
 import {
   addHostsScript,
   copyInScript,
@@ -85,14 +83,16 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
   private nativeSidecars = false;
   private platform = { os: "Linux", arch: "X64" };
   private owner?: V1OwnerReference & { namespace: string };
-  private readonly watches = new Set<AbortController>();
+  private readonly podWatcher: PodWatcher;
   private readonly oomKills = new OomKillCounts();
 
   constructor(
     private readonly options: KubernetesOptions,
     private readonly logger: Logger,
     private readonly instance: string,
-  ) {}
+  ) {
+    this.podWatcher = new PodWatcher(this.kubeConfig, options, logger);
+  }
 
   async provision(): Promise<void> {
     const step = (what: string, err: unknown): BerthError => {
@@ -171,7 +171,7 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
     signal: AbortSignal,
   ): Promise<{ imageEnv: Record<string, string> }> {
     const env = ref.state;
-    await this.waitUntilReady(env, progress, signal);
+    await this.podWatcher.waitUntilReady(env, progress, signal);
     progress("all containers are running and ready");
     if (env.extraHosts) await this.addServiceHosts(env, progress, signal);
     const environ = new CollectingWritable(1024 * 1024);
@@ -378,7 +378,7 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
       if (isNotFound(err)) return;
       throw kubernetesError(err, `delete pod ${env.pod}`);
     }
-    await this.waitUntilGone(env);
+    await this.podWatcher.waitUntilGone(this.core, env);
   }
 
   async adopt(ref: EnvironmentRef<KubernetesEnvironment>): Promise<boolean> {
@@ -412,8 +412,7 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
   }
 
   async cleanup(): Promise<void> {
-    for (const watch of this.watches) watch.abort();
-    this.watches.clear();
+    this.podWatcher.stopAll();
   }
 
   /** Loads the kubeconfig once for the daemon's life; returns where it came from. */
@@ -494,150 +493,6 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
         { ownerNamespace: namespace, jobNamespace: this.namespace },
         "job pods are in another namespace than berth's pod: ownerReferences cannot cross namespaces and are left out",
       );
-    }
-  }
-
-  /** Watches the pod (and its events, for progress) until it is ready, fails or the timeout passes. */
-  private async waitUntilReady(
-    env: KubernetesEnvironment,
-    progress: (line: string) => void,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const events: CoreV1Event[] = [];
-    const seenEvents = new Set<string>();
-    let lastWhy = "";
-    let timer: NodeJS.Timeout | undefined;
-    const stopped = new AbortController();
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const fail = (err: unknown) =>
-          reject(err instanceof BerthError ? err : kubernetesError(err, `watch pod ${env.pod}`));
-        timer = setTimeout(
-          () =>
-            reject(
-              new BerthError(
-                Status.DEADLINE_EXCEEDED,
-                `pod ${env.pod} was not ready within ${this.options.startTimeoutMs / 1000} s (${lastWhy || "no status yet"})${lastWarning(events)}`,
-              ),
-            ),
-          this.options.startTimeoutMs,
-        );
-        signal.addEventListener("abort", () => reject(signal.reason as Error), { once: true });
-        const onPod = (pod: V1Pod) => {
-          const verdict = judgePod(pod);
-          if (verdict.state === "ready") resolve();
-          else if (verdict.state === "failed") {
-            reject(
-              failedPrecondition(
-                `pod ${env.pod} cannot start: ${verdict.reason}${lastWarning(events, verdict.container)}`,
-              ),
-            );
-          } else if (verdict.why !== lastWhy) {
-            lastWhy = verdict.why;
-          }
-        };
-        this.watchUntil(
-          `/api/v1/namespaces/${env.namespace}/pods`,
-          { fieldSelector: `metadata.name=${env.pod}` },
-          (type, pod: V1Pod) => {
-            if (type === "DELETED") reject(failedPrecondition(`pod ${env.pod} was deleted while starting`));
-            else onPod(pod);
-          },
-          stopped.signal,
-          fail,
-        );
-        this.watchUntil(
-          `/api/v1/namespaces/${env.namespace}/events`,
-          { fieldSelector: `involvedObject.name=${env.pod}` },
-          (_type, event: CoreV1Event) => {
-            const key = event.metadata.uid ?? eventLine(event);
-            if (seenEvents.has(key)) return;
-            seenEvents.add(key);
-            events.push(event);
-            progress(eventLine(event));
-          },
-          stopped.signal,
-          () => undefined, // events only add progress lines; the pod watch decides
-        );
-      });
-    } finally {
-      clearTimeout(timer);
-      stopped.abort();
-    }
-  }
-
-  /**
-   * Keeps a watch open until `stop`; the API server ends watches after a
-   * while, so it is re-opened (the first answers replay the current state).
-   */
-  private watchUntil<T>(
-    path: string,
-    query: Record<string, string>,
-    onEvent: (type: string, object: T) => void,
-    stop: AbortSignal,
-    onError: (err: unknown) => void,
-  ): void {
-    const open = () => {
-      if (stop.aborted) return;
-      new Watch(this.kubeConfig)
-        .watch(path, query, onEvent, (err: unknown) => {
-          if (stop.aborted) return;
-          if (err && !(err instanceof Error && err.name === "AbortError")) onError(err);
-          else open();
-        })
-        .then((controller) => {
-          this.watches.add(controller);
-          stop.addEventListener("abort", () => {
-            controller.abort();
-            this.watches.delete(controller);
-          });
-        }, onError);
-    };
-    open();
-  }
-
-  /** After a delete: waits (watching) until the pod is gone, up to its grace period and half a minute. */
-  private async waitUntilGone(env: KubernetesEnvironment): Promise<void> {
-    const stopped = new AbortController();
-    const limitMs = (this.options.removeGraceSeconds + 30) * 1000;
-    let timer: NodeJS.Timeout | undefined;
-    let forced = false;
-    try {
-      const gone = await new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), limitMs);
-        this.watchUntil(
-          `/api/v1/namespaces/${env.namespace}/pods`,
-          { fieldSelector: `metadata.name=${env.pod}` },
-          (type, pod: V1Pod) => {
-            if (type === "DELETED") resolve(true);
-            else if (!forced && !anyContainerRunning(pod)) {
-              // Once nothing runs, the kubelet still takes several seconds to
-              // release the object; nothing is left to stop, so drop it now.
-              forced = true;
-              this.core
-                .deleteNamespacedPod({ name: env.pod, namespace: env.namespace, gracePeriodSeconds: 0 })
-                .catch((err: unknown) => {
-                  if (isNotFound(err)) resolve(true);
-                });
-            }
-          },
-          stopped.signal,
-          () => resolve(false),
-        );
-        // The pod may have gone before the watch opened.
-        this.core.readNamespacedPod({ name: env.pod, namespace: env.namespace }).catch((err: unknown) => {
-          if (isNotFound(err)) resolve(true);
-        });
-      });
-      if (!gone) {
-        this.logger.warn(
-          { pod: env.pod, namespace: env.namespace },
-          `pod still terminating ${limitMs / 1000} s after its deletion; Kubernetes will finish it`,
-        );
-      }
-    } finally {
-      clearTimeout(timer);
-      stopped.abort();
     }
   }
 
@@ -747,21 +602,6 @@ function helperFailure(doing: string, end: ExecEnd, stderr: string): BerthError 
 
 function describeEnd(end: ExecEnd): string {
   return end.kind === "exited" ? `exit code ${end.exitCode}` : end.message;
-}
-
-function lastWarning(events: CoreV1Event[], container?: string): string {
-  const warnings = events.filter(
-    (e) =>
-      e.type === "Warning" && (!container || (e.involvedObject.fieldPath ?? "").includes(`{${container}}`)),
-  );
-  const last = warnings.at(-1);
-  return last ? `; last event: ${eventLine(last)}` : "";
-}
-
-/** Whether the kubelet still reports a running container of the pod. */
-function anyContainerRunning(pod: V1Pod): boolean {
-  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
-  return statuses.some((container) => container.state?.running !== undefined);
 }
 
 function parseEnviron(text: string): Record<string, string> {
