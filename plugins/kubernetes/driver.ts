@@ -1,18 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { posix } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import {
-  AuthorizationV1Api,
-  CoreV1Api,
-  KubeConfig,
-  type V1OwnerReference,
-  type V1Pod,
-  type V1PodSpec,
-  VersionApi,
-} from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { parse as parseYaml } from "yaml";
 import type {
   CreatedEnvironment,
   Driver,
@@ -24,14 +14,7 @@ import type {
   ExecSpec,
   ManagedEnvironment,
 } from "../../src/driver.js";
-import {
-  BerthError,
-  failedPrecondition,
-  invalidArgument,
-  messageOf,
-  missingPath,
-  permissionDenied,
-} from "../../src/errors.js";
+import { BerthError, failedPrecondition, missingPath } from "../../src/errors.js";
 import { keyValueEntries, keyValueMap } from "../../src/key-value.js";
 import { type RunInJobContainer, readOomKillCounter, signalMarked } from "../kit/container-commands.js";
 import { containerLayout, containerLayoutPaths } from "../kit/container-layout.js";
@@ -40,8 +23,14 @@ import { OomKillCounts } from "../kit/exec-outcome.js";
 import { type KillEscalation, type StopSignal, escalateKill } from "../kit/kill-escalation.js";
 import { createdAt, labels } from "../kit/labels.js";
 import { CollectingWritable, PrefixCapture } from "../kit/output-capture.js";
-import { runnerArch, runnerOs } from "../kit/runner-platform.js";
 import { readFileThroughCopyOut } from "../kit/tar-read.js";
+import {
+  checkPermissions,
+  findOwner,
+  type JobPodOwner,
+  loadKubeConfig,
+  readServerVersion,
+} from "./cluster.js";
 import { type ExecEnd, type ExecSession, type ExecStreams, openExec } from "./exec-socket.js";
 import { isNotFound, kubernetesError } from "./errors.js";
 import type { KubernetesEnvironment } from "./state.js";
@@ -55,6 +44,7 @@ import {
   serviceHostName,
 } from "./pod.js";
 import { judgePod } from "./pod-status.js";
+import { type PodTemplate, loadPodTemplate } from "./pod-template.js";
 import { PodWatcher } from "./pod-watch.js";
 import {
   addHostsScript,
@@ -76,13 +66,10 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
   private readonly kubeConfig = new KubeConfig();
   private core!: CoreV1Api;
   private namespace = "default";
-  private template: { metadata: Record<string, Record<string, string> | undefined>; spec: V1PodSpec } = {
-    metadata: {},
-    spec: { containers: [] },
-  };
+  private template: PodTemplate = { metadata: {}, spec: { containers: [] } };
   private nativeSidecars = false;
   private platform = { os: "Linux", arch: "X64" };
-  private owner?: V1OwnerReference & { namespace: string };
+  private owner?: JobPodOwner;
   private readonly podWatcher: PodWatcher;
   private readonly oomKills = new OomKillCounts();
 
@@ -95,26 +82,16 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
   }
 
   async provision(): Promise<void> {
-    const step = (what: string, err: unknown): BerthError => {
-      const mapped = kubernetesError(err, what);
-      return new BerthError(mapped.code, `driver kubernetes: provision: ${mapped.message}`, { cause: err });
-    };
-    const source = this.loadConfig();
+    const { source, namespace } = loadKubeConfig(this.kubeConfig, this.options);
+    this.namespace = namespace;
     this.core = this.kubeConfig.makeApiClient(CoreV1Api);
     const server = this.kubeConfig.getCurrentCluster()?.server ?? "(no server)";
-    const version = await this.kubeConfig
-      .makeApiClient(VersionApi)
-      .getCode()
-      .catch((err: unknown) => {
-        throw step(`cannot reach the Kubernetes API at ${server} (config: ${source})`, err);
-      });
-    const minor = Number.parseInt(version.minor, 10);
-    this.nativeSidecars = Number(version.major) > 1 || minor >= 29;
-    const [os, arch] = (version.platform ?? "linux/amd64").split("/");
-    this.platform = { os: runnerOs(os), arch: runnerArch(arch) };
-    await this.checkPermissions();
-    if (this.options.podTemplate) this.template = await loadTemplate(this.options.podTemplate);
-    if (this.options.ownerReferences) await this.findOwner();
+    const version = await readServerVersion(this.kubeConfig, server, source);
+    this.nativeSidecars = version.nativeSidecars;
+    this.platform = version.platform;
+    await checkPermissions(this.kubeConfig, this.namespace);
+    if (this.options.podTemplate) this.template = await loadPodTemplate(this.options.podTemplate);
+    if (this.options.ownerReferences) this.owner = await findOwner(this.core, this.namespace, this.logger);
     this.logger.info(
       {
         server,
@@ -415,87 +392,6 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
     this.podWatcher.stopAll();
   }
 
-  /** Loads the kubeconfig once for the daemon's life; returns where it came from. */
-  private loadConfig(): string {
-    let source: string;
-    try {
-      if (this.options.kubeconfig) {
-        this.kubeConfig.loadFromFile(this.options.kubeconfig);
-        source = this.options.kubeconfig;
-      } else if (process.env.KUBERNETES_SERVICE_HOST) {
-        this.kubeConfig.loadFromCluster();
-        source = "in-cluster service account";
-      } else {
-        this.kubeConfig.loadFromDefault();
-        source = process.env.KUBECONFIG ?? "~/.kube/config";
-      }
-      if (this.options.context) this.kubeConfig.setCurrentContext(this.options.context);
-    } catch (err) {
-      throw invalidArgument(`driver kubernetes: provision: cannot load the kubeconfig: ${messageOf(err)}`);
-    }
-    if (!this.kubeConfig.getCurrentCluster()) {
-      throw invalidArgument(
-        "driver kubernetes: provision: no cluster configured: give --backend-opt kubeconfig=FILE, set KUBECONFIG, or run berth in a pod",
-      );
-    }
-    const contextNamespace = this.kubeConfig.getContextObject(this.kubeConfig.getCurrentContext())?.namespace;
-    this.namespace = this.options.namespace ?? contextNamespace ?? process.env.POD_NAMESPACE ?? "default";
-    return source;
-  }
-
-  /** Fails provisioning with the missing verbs, instead of failing the first job. */
-  private async checkPermissions(): Promise<void> {
-    const authorization = this.kubeConfig.makeApiClient(AuthorizationV1Api);
-    const needed = [
-      ...["create", "get", "list", "watch", "delete"].map((verb) => ({ verb, resource: "pods" })),
-      { verb: "create", resource: "pods", subresource: "exec" },
-      { verb: "get", resource: "pods", subresource: "exec" },
-      ...["list", "watch"].map((verb) => ({ verb, resource: "events" })),
-    ];
-    const missing: string[] = [];
-    for (const attributes of needed) {
-      const review = await authorization
-        .createSelfSubjectAccessReview({
-          body: { spec: { resourceAttributes: { ...attributes, namespace: this.namespace } } },
-        })
-        .catch((err: unknown) => {
-          throw kubernetesError(err, "driver kubernetes: provision: check permissions");
-        });
-      if (!review.status?.allowed) {
-        missing.push(
-          `${attributes.verb} ${attributes.resource}${"subresource" in attributes ? `/${attributes.subresource}` : ""}`,
-        );
-      }
-    }
-    if (missing.length > 0) {
-      throw permissionDenied(
-        `driver kubernetes: provision: berth's identity may not ${missing.join(", ")} in namespace ${this.namespace}; ` +
-          "grant them with a Role such as deploy/kubernetes/role.yaml",
-      );
-    }
-  }
-
-  /** Berth's own pod, for ownerReferences on job pods (downward API: POD_NAME, POD_NAMESPACE). */
-  private async findOwner(): Promise<void> {
-    const name = process.env.POD_NAME;
-    const namespace = process.env.POD_NAMESPACE ?? this.namespace;
-    if (!name) {
-      throw invalidArgument(
-        "driver kubernetes: provision: ownerReferences=true needs POD_NAME (and POD_NAMESPACE) set from the downward API",
-      );
-    }
-    const pod = await this.core.readNamespacedPod({ name, namespace }).catch((err: unknown) => {
-      throw kubernetesError(err, `driver kubernetes: provision: read berth's own pod ${namespace}/${name}`);
-    });
-    this.owner = { apiVersion: "v1", kind: "Pod", name, uid: pod.metadata?.uid ?? "", namespace };
-    if (namespace !== this.namespace) {
-      this.logger.warn(
-        { ownerNamespace: namespace, jobNamespace: this.namespace },
-        "job pods are in another namespace than berth's pod: ownerReferences cannot cross namespaces and are left out",
-      );
-    }
-  }
-
   /** Opens an exec of `command` in the job container. */
   private openJobExec(
     env: KubernetesEnvironment,
@@ -560,30 +456,6 @@ export class KubernetesDriver implements Driver<KubernetesEnvironment> {
   private signalMarked(env: KubernetesEnvironment, signal: StopSignal, marker: string): Promise<void> {
     return signalMarked(this.runIn(env), signal, marker, this.logger.child({ pod: env.pod }));
   }
-}
-
-/** Reads a pod template file: a Pod (its metadata's labels and annotations, and its spec) or a bare PodSpec. */
-async function loadTemplate(
-  file: string,
-): Promise<{ metadata: Record<string, Record<string, string> | undefined>; spec: V1PodSpec }> {
-  let document: unknown;
-  try {
-    document = parseYaml(await readFile(file, "utf8"));
-  } catch (err) {
-    throw invalidArgument(`driver kubernetes: option "podTemplate": cannot read ${file}: ${messageOf(err)}`);
-  }
-  const object = (document ?? {}) as { kind?: string; metadata?: V1Pod["metadata"]; spec?: V1PodSpec };
-  const isPod = object.kind === "Pod" || object.spec !== undefined;
-  const spec = (isPod ? object.spec : document) as V1PodSpec | undefined;
-  if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
-    throw invalidArgument(
-      `driver kubernetes: option "podTemplate": ${file} holds neither a Pod nor a PodSpec`,
-    );
-  }
-  return {
-    metadata: isPod ? { labels: object.metadata?.labels, annotations: object.metadata?.annotations } : {},
-    spec: { ...spec, containers: spec.containers ?? [] },
-  };
 }
 
 function helperFailure(doing: string, end: ExecEnd, stderr: string): BerthError {
