@@ -1,4 +1,11 @@
-import type { V1Container, V1OwnerReference, V1Pod, V1PodSpec, V1VolumeMount } from "@kubernetes/client-node";
+import type {
+  V1Container,
+  V1ObjectMeta,
+  V1OwnerReference,
+  V1Pod,
+  V1PodSpec,
+  V1VolumeMount,
+} from "@kubernetes/client-node";
 import type { EnvironmentSpec } from "../../src/driver.js";
 import { invalidArgument } from "../../src/errors.js";
 import { containerLayoutPaths } from "../kit/container-layout.js";
@@ -81,12 +88,21 @@ export function extraServiceHostNames(services: { name: string }[]): string[] {
  * berth needs (which wins: its labels, the keep-alive command, the volume).
  */
 export function buildPod(inputs: PodInputs): V1Pod {
-  const { id, spec, job, template } = inputs;
+  const { spec } = inputs;
   const image = spec.image || spec.labelArg;
   if (!image) throw invalidArgument("the kubernetes driver needs an image: set the job's container image");
   const pullPolicy = spec.forcePull ? "Always" : undefined;
+  const hostNames = distinctServiceHostNames(spec.services);
+  const jobContainer = buildJobContainer(inputs, image, pullPolicy);
+  const services = buildServiceContainers(inputs, pullPolicy);
+  const podSpec = buildPodSpec(inputs, { jobContainer, services }, hostNames);
+  return { apiVersion: "v1", kind: "Pod", metadata: buildPodMetadata(inputs), spec: podSpec };
+}
+
+/** The services' host names, in their order; two services that would share one are refused. */
+function distinctServiceHostNames(services: { name: string }[]): string[] {
   const hostNames = new Map<string, string>();
-  for (const service of spec.services) {
+  for (const service of services) {
     const host = serviceHostName(service.name);
     const other = hostNames.get(host);
     if (other !== undefined) {
@@ -96,10 +112,14 @@ export function buildPod(inputs: PodInputs): V1Pod {
     }
     hostNames.set(host, service.name);
   }
+  return [...hostNames.keys()];
+}
 
+/** The template's container named "job", refined by the job and given berth's command and mounts. */
+function buildJobContainer(inputs: PodInputs, image: string, pullPolicy: "Always" | undefined): V1Container {
+  const { spec, job, template } = inputs;
   const templateJob = template.spec.containers.find((c) => c.name === jobContainerName);
-  const otherContainers = template.spec.containers.filter((c) => c.name !== jobContainerName);
-  const jobContainer: V1Container = {
+  return {
     ...templateJob,
     name: jobContainerName,
     image,
@@ -123,7 +143,10 @@ export function buildPod(inputs: PodInputs): V1Pod {
     },
     volumeMounts: [...(templateJob?.volumeMounts ?? []), ...environmentMounts],
   };
-  const services: V1Container[] = spec.services.map((service) => ({
+}
+
+function buildServiceContainers(inputs: PodInputs, pullPolicy: "Always" | undefined): V1Container[] {
+  return inputs.spec.services.map((service) => ({
     name: serviceContainerName(service.name),
     image: service.image,
     imagePullPolicy: pullPolicy,
@@ -133,11 +156,21 @@ export function buildPod(inputs: PodInputs): V1Pod {
     ports: uniquePorts(service.ports.flatMap((port) => parsePortSpec(port, service.name))),
     ...(inputs.nativeSidecars ? { restartPolicy: "Always" } : {}),
   }));
+}
 
+/** The template's spec with the job's options and berth's containers, host aliases and volume added. */
+function buildPodSpec(
+  inputs: PodInputs,
+  containers: { jobContainer: V1Container; services: V1Container[] },
+  hostNames: string[],
+): V1PodSpec {
+  const { spec, job, template } = inputs;
+  const { jobContainer, services } = containers;
+  const otherContainers = template.spec.containers.filter((c) => c.name !== jobContainerName);
   const deadlines = [inputs.activeDeadlineSeconds, template.spec.activeDeadlineSeconds].filter(
     (s): s is number => typeof s === "number",
   );
-  const podSpec: V1PodSpec = {
+  return {
     // Job pods get no API token unless the template or a chosen service account wants one.
     automountServiceAccountToken: job.serviceAccount ? undefined : false,
     // No environment variables for every Service in the namespace: a job sees only its own.
@@ -155,32 +188,31 @@ export function buildPod(inputs: PodInputs): V1Pod {
     ],
     hostAliases: [
       ...(template.spec.hostAliases ?? []),
-      ...(spec.services.length > 0 ? [{ ip: "127.0.0.1", hostnames: [...hostNames.keys()] }] : []),
+      ...(spec.services.length > 0 ? [{ ip: "127.0.0.1", hostnames: hostNames }] : []),
     ],
     initContainers: [...(template.spec.initContainers ?? []), ...(inputs.nativeSidecars ? services : [])],
     containers: [jobContainer, ...otherContainers, ...(inputs.nativeSidecars ? [] : services)],
     volumes: [...(template.spec.volumes ?? []), { name: environmentVolume, emptyDir: {} }],
   };
+}
+
+function buildPodMetadata(inputs: PodInputs): V1ObjectMeta {
+  const { id, spec, job, template } = inputs;
   return {
-    apiVersion: "v1",
-    kind: "Pod",
-    metadata: {
-      name: id,
-      namespace: inputs.namespace,
-      labels: {
-        ...template.metadata.labels,
-        ...job.labels,
-        ...environmentLabels(inputs.instance, id, inputs.now),
-      },
-      annotations: {
-        ...template.metadata.annotations,
-        ...job.annotations,
-        "berth.created-at": inputs.now.toISOString(),
-        ...(spec.name ? { "berth.job-name": spec.name } : {}),
-      },
-      ...(inputs.owner ? { ownerReferences: [inputs.owner] } : {}),
+    name: id,
+    namespace: inputs.namespace,
+    labels: {
+      ...template.metadata.labels,
+      ...job.labels,
+      ...environmentLabels(inputs.instance, id, inputs.now),
     },
-    spec: podSpec,
+    annotations: {
+      ...template.metadata.annotations,
+      ...job.annotations,
+      "berth.created-at": inputs.now.toISOString(),
+      ...(spec.name ? { "berth.job-name": spec.name } : {}),
+    },
+    ...(inputs.owner ? { ownerReferences: [inputs.owner] } : {}),
   };
 }
 
