@@ -73,17 +73,41 @@ export async function openExec(
   streams: ExecStreams,
   options: ExecOptions,
 ): Promise<ExecSession> {
-  const cluster = kubeConfig.getCurrentCluster();
-  if (!cluster) throw unavailable("the kubeconfig has no current cluster");
+  const socket = await connectExecSocket(kubeConfig, target, streams, options.signal);
+  const inputClosable = socket.protocol === "v5.channel.k8s.io";
+  const ended = receiveUntilEnd(socket, target, streams, options);
+  // A caller that only looks at `inputSent` must not trip an unhandled rejection.
+  ended.catch(() => undefined);
+
+  const inputSent = streams.stdin ? sendInput(socket, streams.stdin, inputClosable) : Promise.resolve();
+  inputSent.catch(() => socket.terminate());
+  return { ended, inputClosable, inputSent, close: () => socket.close(), abandon: () => socket.terminate() };
+}
+
+/** The exec subresource's WebSocket address for the target, asking for the streams it has. */
+function execUrl(server: string, target: ExecTarget, streams: ExecStreams): URL {
   const query = new URLSearchParams({ container: target.container });
   for (const arg of target.command) query.append("command", arg);
   if (streams.stdout) query.set("stdout", "true");
   if (streams.stderr) query.set("stderr", "true");
   if (streams.stdin) query.set("stdin", "true");
   const url = new URL(
-    `${cluster.server.replace(/\/$/, "")}/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${encodeURIComponent(target.pod)}/exec?${query.toString()}`,
+    `${server.replace(/\/$/, "")}/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${encodeURIComponent(target.pod)}/exec?${query.toString()}`,
   );
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url;
+}
+
+/** Opens the exec's WebSocket; a refused upgrade fails with the API server's answer. */
+async function connectExecSocket(
+  kubeConfig: KubeConfig,
+  target: ExecTarget,
+  streams: ExecStreams,
+  signal: AbortSignal,
+): Promise<WebSocket> {
+  const cluster = kubeConfig.getCurrentCluster();
+  if (!cluster) throw unavailable("the kubeconfig has no current cluster");
+  const url = execUrl(cluster.server, target, streams);
   const socketOptions: WebSocket.ClientOptions = {};
   await kubeConfig.applyToHTTPSOptions(socketOptions);
 
@@ -95,11 +119,11 @@ export async function openExec(
   await new Promise<void>((resolve, reject) => {
     const abort = () => {
       socket.terminate();
-      reject(options.signal.reason as Error);
+      reject(signal.reason as Error);
     };
-    options.signal.addEventListener("abort", abort, { once: true });
+    signal.addEventListener("abort", abort, { once: true });
     socket.once("open", () => {
-      options.signal.removeEventListener("abort", abort);
+      signal.removeEventListener("abort", abort);
       resolve();
     });
     socket.once("unexpected-response", (_request, response) => {
@@ -107,17 +131,29 @@ export async function openExec(
       response.setEncoding("utf8");
       response.on("data", (text: string) => (body += text.slice(0, 4096)));
       response.on("end", () => {
-        options.signal.removeEventListener("abort", abort);
+        signal.removeEventListener("abort", abort);
         reject(kubernetesError({ code: response.statusCode, body }, `exec in pod ${target.pod}`));
       });
     });
     socket.once("error", (err) => {
-      options.signal.removeEventListener("abort", abort);
+      signal.removeEventListener("abort", abort);
       reject(unavailable(`exec in pod ${target.pod}: cannot reach the Kubernetes API: ${err.message}`, err));
     });
   });
+  return socket;
+}
 
-  const inputClosable = socket.protocol === "v5.channel.k8s.io";
+/**
+ * Keeps the connection alive and hands the command's output to its sinks
+ * until the connection closes; resolves with the command's status, rejects
+ * when the connection closed before the status came.
+ */
+function receiveUntilEnd(
+  socket: WebSocket,
+  target: ExecTarget,
+  streams: ExecStreams,
+  options: ExecOptions,
+): Promise<ExecEnd> {
   const pinger = setInterval(() => socket.ping(), options.keepaliveMs);
   let outputPaused = 0;
   // A sink that is closed while it holds the socket back (its reader went away) must let go too,
@@ -138,7 +174,7 @@ export async function openExec(
     if (!sink.write(payload)) pauseUntilDrained(sink);
   };
 
-  const ended = new Promise<ExecEnd>((resolve, reject) => {
+  return new Promise<ExecEnd>((resolve, reject) => {
     let status: ExecEnd | undefined;
     socket.on("message", (data: Buffer, isBinary) => {
       if (!isBinary || data.length === 0) return;
@@ -172,12 +208,6 @@ export async function openExec(
       // "close" follows every error and settles the promise.
     });
   });
-  // A caller that only looks at `inputSent` must not trip an unhandled rejection.
-  ended.catch(() => undefined);
-
-  const inputSent = streams.stdin ? sendInput(socket, streams.stdin, inputClosable) : Promise.resolve();
-  inputSent.catch(() => socket.terminate());
-  return { ended, inputClosable, inputSent, close: () => socket.close(), abandon: () => socket.terminate() };
 }
 
 /** Most bytes berth lets the socket hold before waiting: flow control for stdin. */
