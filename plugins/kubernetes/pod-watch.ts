@@ -38,8 +38,7 @@ export class PodWatcher {
     const stopped = new AbortController();
     try {
       await new Promise<void>((resolve, reject) => {
-        const fail = (err: unknown) =>
-          reject(err instanceof BerthError ? err : kubernetesError(err, `watch pod ${env.pod}`));
+        const fail = (err: unknown) => reject(kubernetesError(err, `watch pod ${env.pod}`));
         timer = setTimeout(
           () =>
             reject(
@@ -60,7 +59,7 @@ export class PodWatcher {
                 `pod ${env.pod} cannot start: ${verdict.reason}${lastWarning(events, verdict.container)}`,
               ),
             );
-          } else if (verdict.why !== lastWhy) {
+          } else {
             lastWhy = verdict.why;
           }
         };
