@@ -44,13 +44,31 @@ function certificateCaller(certificate: PeerCertificate | undefined, peer: strin
   // Node gives an empty object when the client sent no certificate.
   if (!certificate?.subject) return { transport: certificate ? "tls" : "tcp", address: peer };
   const subject = Object.entries(certificate.subject)
-    .map(([key, value]) => `${key}=${Array.isArray(value) ? value.join("+") : String(value)}`)
+    .map(
+      ([key, value]) =>
+        `${key}=${(Array.isArray(value) ? value : [String(value)]).map(escapeDnValue).join("+")}`,
+    )
     .join(",");
-  const sans = (certificate.subjectaltname ?? "")
-    .split(/,\s*/)
-    .map((name) => name.trim())
-    .filter(Boolean);
-  return { transport: "tls", address: peer, subject, sans };
+  // Node quotes a SAN whose value holds a comma ("URI:\"a, DNS:b\""): such a one stays whole.
+  const sans = (certificate.subjectaltname ?? "").match(/(?:[^,"]|"(?:[^"\\]|\\.)*")+/g) ?? [];
+  return { transport: "tls", address: peer, subject, sans: sans.map((name) => name.trim()).filter(Boolean) };
+}
+
+/**
+ * A subject attribute's value as RFC 4514 writes it, with the characters
+ * that separate attributes escaped, so that a value such as `evil,CN=admin`
+ * cannot pass for another attribute.
+ */
+function escapeDnValue(value: string): string {
+  return value.replace(/[\\,+"<>;=]/g, (char) => `\\${char}`);
+}
+
+/** The subject's one common name, unescaped; undefined when it has none, or several. */
+function commonNameOf(subject: string): string | undefined {
+  const names = (subject.match(/(?:[^,\\]|\\.)+/g) ?? [])
+    .filter((attribute) => attribute.startsWith("CN="))
+    .map((attribute) => attribute.slice(3).replace(/\\(.)/g, "$1"));
+  return names.length === 1 ? names[0] : undefined;
 }
 
 /** The caller the interceptor recorded. */
@@ -66,12 +84,11 @@ export function callerOf(metadata: { get(key: string): unknown }): Caller | unde
  */
 export function callerAllowed(caller: Caller | undefined, allowed: readonly string[]): boolean {
   if (!caller?.subject) return false;
-  const commonName = /(?:^|,)CN=([^,]*)/.exec(caller.subject)?.[1];
+  const commonName = commonNameOf(caller.subject);
   return allowed.some(
     (entry) =>
       entry === caller.subject ||
-      entry === commonName ||
-      entry === `CN=${commonName}` ||
+      (commonName !== undefined && (entry === commonName || entry === `CN=${commonName}`)) ||
       caller.sans?.includes(entry),
   );
 }

@@ -135,6 +135,22 @@ describe("the allow-list", () => {
     assert.equal(callerAllowed(noCn, ["undefined", "CN="]), false);
   });
 
+  test("a comma in another field cannot pass for a common name, nor a SAN holding a comma for another SAN", () => {
+    // A certificate the trusted CA signed for "attacker", whose organisation is worded to look like a CN.
+    const certificate = peerCertificate(
+      { O: "evil,CN=runner-1", CN: "attacker" },
+      'URI:"spiffe://x, DNS:runner-1", DNS:attacker',
+    );
+    const caller = callerOf(interceptedMetadata(tcp, { peer: "10.0.0.66:41000", certificate }));
+    assert.equal(caller?.subject, "O=evil\\,CN\\=runner-1,CN=attacker");
+    assert.deepEqual(caller?.sans, ['URI:"spiffe://x, DNS:runner-1"', "DNS:attacker"]);
+    for (const entry of ["runner-1", "CN=runner-1", "DNS:runner-1", "CN=undefined"]) {
+      assert.equal(callerAllowed(caller, [entry]), false, entry);
+    }
+    assert.equal(callerAllowed(caller, ["attacker"]), true, "its own common name still matches");
+    assert.equal(callerAllowed(caller, ["CN=undefined"]), false);
+  });
+
   test("the caller as the interceptor records it is matched the same way", () => {
     const certificate = peerCertificate({ O: "ci", CN: "runner-1" }, "DNS:runner-1.ci.example");
     const caller = callerOf(interceptedMetadata(tcp, { peer: "10.0.0.9:41000", certificate }));
