@@ -33,13 +33,19 @@ export function judgePod(pod: V1Pod): PodVerdict {
       reason: `the pod cannot be scheduled: ${scheduled.message ?? "Unschedulable"}`,
     };
   }
+  // An administrator's template may hold ordinary init containers: one that exited 0 has done its
+  // work. A native sidecar (an init container with restartPolicy Always) must run, as a container must.
+  const sidecars = new Set(
+    (pod.spec?.initContainers ?? []).filter((c) => c.restartPolicy === "Always").map((c) => c.name),
+  );
+  const completed = (c: V1ContainerStatus) => !sidecars.has(c.name) && c.state?.terminated?.exitCode === 0;
   const statuses = [...(status.initContainerStatuses ?? []), ...(status.containerStatuses ?? [])];
   for (const container of statuses) {
-    const failure = containerFailure(container);
+    const failure = completed(container) ? undefined : containerFailure(container);
     if (failure) return { state: "failed", reason: failure, container: container.name };
   }
   const expected = (pod.spec?.containers.length ?? 0) + (pod.spec?.initContainers?.length ?? 0);
-  const notReady = statuses.filter((c) => !c.ready);
+  const notReady = statuses.filter((c) => !c.ready && !completed(c));
   if (statuses.length === expected && notReady.length === 0 && status.phase === "Running") {
     return { state: "ready" };
   }

@@ -40,6 +40,32 @@ describe("ready", () => {
     );
   });
 
+  test("an ordinary init container of the template that exited 0 is done; one that runs is waited for", () => {
+    const withInit = (initStatus: V1ContainerStatus): V1Pod => ({
+      spec: { initContainers: [{ name: "setup" }], containers: [{ name: "job" }] },
+      status: {
+        phase: "Running",
+        conditions: [scheduled],
+        initContainerStatuses: [initStatus],
+        containerStatuses: [running("job")],
+      },
+    });
+    const exited = (exitCode: number) =>
+      container("setup", {
+        state: { terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error" } },
+      });
+    assert.deepEqual(judgePod(withInit(exited(0))), { state: "ready" });
+    assert.deepEqual(judgePod(withInit(running("setup", false))), {
+      state: "waiting",
+      why: "setup: running, not ready",
+    });
+    assert.deepEqual(judgePod(withInit(exited(2))), {
+      state: "failed",
+      reason: "container setup exited (Error, exit code 2)",
+      container: "setup",
+    });
+  });
+
   test("native sidecars count: ready once they are ready too", () => {
     const services = { services: ["service-db"], native: true };
     assert.deepEqual(
