@@ -575,7 +575,9 @@ export class EnvironmentService {
 /**
  * Runs fn with the backend's deadline for this RPC (limits.rpcTimeoutSeconds),
  * if it has one: past it, the operation is aborted (a command is killed) and
- * the call fails with DEADLINE_EXCEEDED.
+ * the call fails with DEADLINE_EXCEEDED. A driver call that takes no signal
+ * (health, remove) cannot be stopped: the call answers at the deadline and
+ * the driver's work ends on its own, its outcome seen by the next call.
  */
 async function withDeadline<T>(
   backend: Backend,
@@ -583,6 +585,7 @@ async function withDeadline<T>(
   signal: AbortSignal,
   fn: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  const unstoppable = rpc === "isHealthy" || rpc === "remove";
   const limitMs = backend.limits.rpcTimeoutMs[rpc];
   if (limitMs === undefined) return fn(signal);
   const exceeded = new BerthError(
@@ -591,8 +594,16 @@ async function withDeadline<T>(
   );
   const deadline = new AbortController();
   const timer = setTimeout(() => deadline.abort(exceeded), limitMs);
+  const passed = new Promise<never>((_resolve, reject) =>
+    deadline.signal.addEventListener("abort", () => reject(exceeded), { once: true }),
+  );
+  // Only raced when unstoppable; unobserved otherwise.
+  passed.catch(() => {});
   try {
-    return await fn(AbortSignal.any([signal, deadline.signal]));
+    const running = fn(AbortSignal.any([signal, deadline.signal]));
+    if (!unstoppable) return await running;
+    running.catch(() => {});
+    return await Promise.race([running, passed]);
   } catch (err) {
     throw deadline.signal.aborted && !signal.aborted ? exceeded : err;
   } finally {

@@ -53,6 +53,32 @@ describe("limits.rpcTimeoutSeconds", () => {
   );
 
   test(
+    "isHealthy and remove answer DEADLINE_EXCEEDED at their deadline though the driver's call takes no signal",
+    hangs,
+    async () => {
+      const c = core({ rpcTimeoutMs: { isHealthy: 25, remove: 25 } });
+      const id = await create(c);
+      let release!: () => void;
+      c.driver.held = new Promise((resolve) => (release = resolve));
+      await assert.rejects(
+        c.service.health(id, never),
+        code(Status.DEADLINE_EXCEEDED, /^isHealthy took longer than backend fake allows/),
+      );
+      await assert.rejects(
+        c.service.remove(id),
+        code(Status.DEADLINE_EXCEEDED, /^remove took longer than backend fake allows/),
+      );
+      assert.deepEqual(c.driver.removed, [], "both answered while the driver's calls still hung");
+      assert.equal(c.service.knows(id), true, "a Remove that ran out keeps the environment");
+      c.driver.held = undefined;
+      release();
+      await until(() => c.driver.removed.length === 1, "the first removal ends on its own");
+      await c.service.remove(id);
+      assert.equal(c.service.knows(id), false, "a later Remove succeeds");
+    },
+  );
+
+  test(
     "exec: a driver that fails its own way once aborted still ends in DEADLINE_EXCEEDED",
     hangs,
     async () => {

@@ -67,6 +67,8 @@ export class FakeDriver implements Driver {
   failNextRemove = false;
   /** Create and Start named here never finish by themselves: they end when their signal aborts. */
   readonly hangs = new Set<"create" | "start">();
+  /** While set, health and remove wait for it, as a backend that does not answer (they take no signal). */
+  held?: Promise<void>;
   /** What listManaged finds; a test sets it. */
   managed: ManagedEnvironment[] = [];
   /** Make listManaged fail with this (a backend that cannot be listed). */
@@ -159,10 +161,12 @@ export class FakeDriver implements Driver {
     return undefined;
   }
   async health(): Promise<{ waitMs: number }> {
+    await this.held;
     return { waitMs: 0 };
   }
 
   async remove(env: EnvironmentRef): Promise<void> {
+    await this.held;
     if (this.failNextRemove) {
       this.failNextRemove = false;
       throw failedPrecondition("fake driver: the backend refused the removal");
