@@ -6,56 +6,28 @@
  * runner-sequence suites hold the real drivers to the same behaviour.
  */
 import assert from "node:assert/strict";
-import { Writable } from "node:stream";
 import { describe, test } from "node:test";
-import { pino } from "pino";
 import type { EnvironmentSpec, ExecResult } from "../../src/driver.js";
-import { type Backend, EnvironmentService, type ExecEvent } from "../../src/environments.js";
+import type { Backend, ExecEvent } from "../../src/environments.js";
 import { BerthError, Status } from "../../src/errors.js";
-import { Metrics } from "../../src/metrics.js";
 import { environmentSpec } from "../../src/protocol/common.js";
-import { FakeDriver, fakeLayout, fakeSavedState } from "./fake-driver.js";
+import { type Core, core, never } from "./core-setup.js";
+import { fakeLayout } from "./fake-driver.js";
 
-interface Setup {
-  service: EnvironmentService;
-  driver: FakeDriver;
-  backend: Backend;
-  metrics: Metrics;
-  log: () => string;
+/** The core over the fake driver (core-setup.ts), optionally strict about backend_options. */
+function setup(limits: Partial<Backend["limits"]> = {}, strictBackendOptions = false): Core {
+  const c = core(limits);
+  c.backend.strictBackendOptions = strictBackendOptions;
+  return c;
 }
 
-function setup(limits: Partial<Backend["limits"]> = {}, strictBackendOptions = false): Setup {
-  let text = "";
-  const logger = pino(
-    { level: "debug" },
-    new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        text += chunk.toString();
-        callback();
-      },
-    }),
-  );
-  const metrics = new Metrics();
-  const driver = new FakeDriver();
-  const backend: Backend = {
-    name: "fake",
-    driver,
-    savedState: fakeSavedState,
-    limits: { createWaitMs: 300_000, rpcTimeoutMs: {}, ...limits },
-    strictBackendOptions,
-  };
-  return { service: new EnvironmentService(logger, metrics), driver, backend, metrics, log: () => text };
-}
-
-const never = new AbortController().signal;
-
-async function create(s: Setup, fields: Partial<EnvironmentSpec> = {}, signal = never): Promise<string> {
+async function create(s: Core, fields: Partial<EnvironmentSpec> = {}, signal = never): Promise<string> {
   return (await s.service.create(s.backend, environmentSpec(fields), signal)).id;
 }
 
 /** Runs an Exec to its end: its output and result. */
 async function exec(
-  s: Setup,
+  s: Core,
   id: string,
   command: string[],
   options: { workdir?: string; env?: Record<string, string>; signal?: AbortSignal } = {},
