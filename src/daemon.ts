@@ -45,8 +45,8 @@ export interface Daemon {
   readonly addresses: string[];
   /** The metrics listener's `host:port` (the real port if 0 was asked), if there is one. */
   readonly metricsAddress?: string;
+  /** The environment service (in-process tests read its records). */
   readonly environments: EnvironmentService;
-  readonly metrics: Metrics;
 }
 
 /**
