@@ -594,15 +594,14 @@ async function withDeadline<T>(
   );
   const deadline = new AbortController();
   const timer = setTimeout(() => deadline.abort(exceeded), limitMs);
-  const passed = new Promise<never>((_resolve, reject) =>
-    deadline.signal.addEventListener("abort", () => reject(exceeded), { once: true }),
-  );
-  // Only raced when unstoppable; unobserved otherwise.
-  passed.catch(() => {});
   try {
     const running = fn(AbortSignal.any([signal, deadline.signal]));
     if (!unstoppable) return await running;
+    // What the driver's call ends with after the deadline is for the next call to see.
     running.catch(() => {});
+    const passed = new Promise<never>((_resolve, reject) =>
+      deadline.signal.addEventListener("abort", () => reject(exceeded), { once: true }),
+    );
     return await Promise.race([running, passed]);
   } catch (err) {
     throw deadline.signal.aborted && !signal.aborted ? exceeded : err;
