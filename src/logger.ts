@@ -1,5 +1,6 @@
 import { pino, type Logger } from "pino";
-import pretty from "pino-pretty";
+import { createRequire } from "node:module";
+import type PinoPretty from "pino-pretty";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
@@ -7,7 +8,12 @@ export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" |
 export function createLogger(level: LogLevel, options: { pretty?: boolean } = {}): Logger {
   const usePretty = options.pretty ?? process.stderr.isTTY;
   const destination = usePretty
-    ? pretty({ destination: 2, colorize: true, sync: true })
+    ? prettyStream()({ destination: 2, colorize: true, sync: true })
     : pino.destination(2);
   return pino({ level, base: { name: "berth" } }, destination);
+}
+
+/** Loaded only when a person reads the logs on a terminal: a daemon logging JSON does not carry its 30 modules. */
+function prettyStream(): typeof PinoPretty {
+  return createRequire(import.meta.url)("pino-pretty") as typeof PinoPretty;
 }
