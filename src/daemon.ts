@@ -13,9 +13,15 @@ import { descriptorSet } from "./gen/descriptor-set.js";
 import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.js";
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
 import { refusingMalformedRequests } from "./protocol/malformed.js";
+import {
+  v1OutputEncoders,
+  v1alphaOutputEncoders,
+  withFastOutputEncoding,
+} from "./protocol/output-encoding.js";
 import { parseListenAddress } from "./listen-address.js";
 import { type ListenerTarget, Listeners } from "./listeners.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
+import { widenHttp2ReceiveWindows } from "./http2-windows.js";
 import { reconcile } from "./reconciler.js";
 import { StateStore, readSavedState } from "./state-store.js";
 import { Metrics } from "./metrics.js";
@@ -134,6 +140,7 @@ export function createDaemon({
   drivers: DriverRegistry;
   metrics?: Metrics;
 }): Daemon {
+  widenHttp2ReceiveWindows();
   return new BerthDaemon(config, logger, drivers, metrics);
 }
 
@@ -275,8 +282,14 @@ class BerthDaemon implements Daemon {
       }),
     );
     const adapterDeps = { environments: this.environments, backend: () => target.backend };
-    server.add(refusingMalformedRequests(V1Definition), createV1Service(adapterDeps));
-    server.add(refusingMalformedRequests(V1alphaDefinition), createV1alphaService(adapterDeps));
+    server.add(
+      refusingMalformedRequests(withFastOutputEncoding(V1Definition, v1OutputEncoders)),
+      createV1Service(adapterDeps),
+    );
+    server.add(
+      refusingMalformedRequests(withFastOutputEncoding(V1alphaDefinition, v1alphaOutputEncoders)),
+      createV1alphaService(adapterDeps),
+    );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     const reflection = ServerReflection(descriptorSet, pluginServiceNames);
     server.add(ServerReflectionService, reflection);

@@ -19,7 +19,7 @@ import { ConfigError, loadConfig } from "../../src/config.js";
 import { createDaemon } from "../../src/daemon.js";
 import { expectCode } from "../support/rpc.js";
 import { memoryLogger, until } from "./core-setup.js";
-import { type FakeDriver, fakeDriverRegistry as fakeDrivers } from "./fake-driver.js";
+import { type FakeDriver, fakeDriverRegistry as fakeDrivers, patternBytes } from "./fake-driver.js";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "berth-daemon-"));
@@ -135,6 +135,33 @@ describe("a daemon over the fake driver, on a real socket", () => {
         await v1alpha.remove(id);
         await v1alpha.remove(id);
         await assert.rejects(v1.exec(id, ["exit", "0"]), expectCode(Status.NOT_FOUND));
+      } finally {
+        await berth.stop();
+      }
+    });
+  });
+
+  test("output of every size reaches the client byte for byte, on both streams and both generations", async () => {
+    await withDir(async (dir) => {
+      await writeFile(join(dir, "berth.yaml"), configText(dir));
+      const berth = await serve(dir);
+      try {
+        const { id } = await berth.v1alpha.create({ image: "any" });
+        const length = 3_000_000;
+        for (const client of [berth.v1alpha, berth.v1]) {
+          const received = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+          const outcome = await client.exec(id, ["pattern", String(length)], {
+            // The client may hand out views of its receive buffer: keep copies.
+            onOutput: (stream, data) => received[stream].push(Buffer.from(data)),
+          });
+          assert.equal(outcome.exitCode, 0);
+          const stdout = Buffer.concat(received.stdout);
+          const stderr = Buffer.concat(received.stderr);
+          assert.equal(stdout.length, length, "stdout's length");
+          assert.ok(stdout.equals(patternBytes(length, 0)), "stdout's bytes");
+          assert.equal(stderr.length, length / 4, "stderr's length");
+          assert.ok(stderr.equals(patternBytes(length / 4, 1)), "stderr's bytes");
+        }
       } finally {
         await berth.stop();
       }

@@ -12,6 +12,8 @@
  *   announce GATE       writes "GATE\n" to stdout, then runs as `wait GATE`
  *   pwd                 writes the workdir it was given
  *   crash MESSAGE       throws a plain Error (a bug in a driver, not a backend's answer)
+ *   pattern N           writes patternBytes(N, 0) to stdout and patternBytes(N/4, 1)
+ *                       to stderr, interleaved, in chunks of changing sizes; exits 0
  *
  * Create and Start named in `hangs` run until their call is aborted (a
  * backend that does not answer). CopyIn reads the (checked) tar to its end
@@ -20,6 +22,7 @@
  * labels. fakeDriverRegistry offers the fake to the config loader and the
  * daemon as a driver named "fake", with one option, dyingMs.
  */
+import { once } from "node:events";
 import type { Readable, Writable } from "node:stream";
 import { z } from "zod";
 import type {
@@ -137,6 +140,7 @@ export class FakeDriver implements Driver {
     if (program === "pwd") return write(sinks.stdout, `${spec.workdir}\n`, 0);
     if (program === "exit") return { kind: "exited", exitCode: Number(args[0]) };
     if (program === "crash") throw new Error(args.join(" "));
+    if (program === "pattern") return writePattern(sinks, Number(args[0]));
     if (program === "announce") await write(sinks.stdout, `${args[0]}\n`, 0);
     if (program === "wait" || program === "announce") {
       const aborted = new Promise<void>((resolve) =>
@@ -207,6 +211,37 @@ async function untilAborted(signal: AbortSignal): Promise<never> {
   if (!signal.aborted)
     await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
   throw signal.reason;
+}
+
+/**
+ * The bytes `pattern N` prints: N bytes on stdout and N/4 on stderr, in
+ * chunks of changing sizes (1 byte to 300 KiB, across the 256 KiB message
+ * limit), each byte depending on its offset, so a chunk delivered twice,
+ * cut or overwritten by the next one shows.
+ */
+export function patternBytes(length: number, salt: number): Buffer {
+  const bytes = Buffer.allocUnsafe(length);
+  for (let i = 0; i < length; i++) bytes[i] = (i * 31 + (i >> 8) + salt) & 0xff;
+  return bytes;
+}
+
+const patternChunkSizes = [1, 4_000, 65_536, 300_000, 127, 262_144, 70_001];
+
+async function writePattern(sinks: ExecSinks, length: number): Promise<ExecResult> {
+  const streams = [
+    { sink: sinks.stdout, bytes: patternBytes(length, 0) },
+    { sink: sinks.stderr, bytes: patternBytes(Math.floor(length / 4), 1) },
+  ];
+  for (let offset = 0, turn = 0; streams.some((s) => offset < s.bytes.length); turn++) {
+    const size = patternChunkSizes[turn % patternChunkSizes.length];
+    for (const { sink, bytes } of streams) {
+      if (offset >= bytes.length) continue;
+      const chunk = bytes.subarray(offset, offset + size);
+      if (!sink.write(chunk)) await once(sink, "drain");
+    }
+    offset += size;
+  }
+  return { kind: "exited", exitCode: 0 };
 }
 
 function write(sink: Writable, text: string, exitCode: number): Promise<ExecResult> {
