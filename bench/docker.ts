@@ -8,6 +8,8 @@ import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
 import Docker from "dockerode";
 import { openChannel, v1alphaClient } from "../src/client.js";
+import type { BenchClient } from "./clients.js";
+import { type Measured, interleavedLatency, measuredCall, pathSummary } from "./paths.js";
 import { startDaemon } from "../test/support/daemon-process.js";
 import { dockerCli, ensureTestImages, testImages } from "../test/support/docker-images.js";
 import {
@@ -25,9 +27,7 @@ import {
   runDirect,
   sync,
   throughputSummary,
-  timed,
   toMiB,
-  packDirectory,
 } from "./util.js";
 
 /** As for the host part: `info` rather than `warn`, or startDaemon would never see the "serving" line. */
@@ -35,8 +35,7 @@ export const dockerDaemonArgs = ["--backend", "docker", "--log-level", "info"];
 const image = testImages.busybox;
 /** On every container the benchmark creates itself (berth labels its own). */
 const benchLabel = "berth.bench";
-const latencyWarmup = 10;
-const latencyIterations = 100;
+const latency = { warmup: 10, iterations: 100, blocks: 4 };
 /** Where `docker cp` puts the tree in the baseline container. */
 const baselineDir = "/bench-in";
 
@@ -121,6 +120,7 @@ async function directExec(
 }
 
 export interface DockerInput {
+  client: BenchClient;
   /** The tree the host part made (one big file and many small ones). */
   srcDir: string;
   tree: { bytes: number; files: number };
@@ -155,10 +155,19 @@ export type DockerReport =
   | { skipped: true; reason: string }
   | { skipped: false; error: string };
 
-async function measure(
-  { srcDir, tree, bigBytes, throughputRuns }: DockerInput,
-  teardown: { daemonExit: number | null | undefined },
-) {
+/** What the measurements share: berth's environment, the baseline container, and how the engine's CPU is read. */
+interface Setup {
+  env: { address: string; id: string; root: string; pid: number };
+  container: Docker.Container;
+  /** Runs a command through berth (Node client, not timed) and returns its stdout. */
+  berthExec: (command: string[]) => Promise<string>;
+  engineCpu: () => Promise<number>;
+  /** The daemon's RSS now and its peak. */
+  memory: () => Promise<{ peak: number; current: number }>;
+  engineOnly: <T extends { engineS: number }>(cpu: T) => T | (Omit<T, "engineS"> & { engineS: null });
+}
+
+async function measure(input: DockerInput, teardown: { daemonExit: number | null | undefined }) {
   // The host part's peak is in results.benchProcessPeakRssMiB; this part reports its own.
   await writeFile("/proc/self/clear_refs", "5").catch(() => undefined);
   console.error(`docker: building the test images if needed (${image})`);
@@ -167,160 +176,10 @@ async function measure(
   const version = await docker.version();
   const info = (await docker.info()) as { Driver?: string; CgroupVersion?: string };
   const engineLocal = (await findProcesses((comm) => comm === "dockerd")).length > 0;
-  /** Engine CPU only counts when the engine runs on this machine. */
-  const engineCpu = engineLocal ? () => cpuSecondsOfProcesses(isEngineProcess) : () => Promise.resolve(0);
-  const engineOnly = <T extends { engineS: number }>(cpu: T) =>
-    engineLocal ? cpu : { ...cpu, engineS: null };
-
-  const daemon = await startDaemon(dockerDaemonArgs);
-  defer(async () => {
-    teardown.daemonExit = await daemon.stop();
-  });
-  const channel = openChannel(daemon.address);
-  defer(() => Promise.resolve(channel.close()));
-  const client = v1alphaClient(channel);
-  const { id, layout } = await client.create({ image });
-  defer(() => client.remove(id));
-  await client.start(id);
-  const rootPath = layout!.rootPath;
-
-  const container = await docker.createContainer({
-    name: `berth-bench-${process.pid}`,
-    Image: image,
-    Entrypoint: ["tail", "-f", "/dev/null"],
-    Cmd: [],
-    Labels: { [benchLabel]: "1" },
-    // Init as berth's job container has it (the driver's default init=true); no network, which
-    // neither exec nor copies use (berth's container is on its own bridge network; the default
-    // bridge may not even exist).
-    HostConfig: { Init: true, NetworkMode: "none" },
-  });
-  defer(() => container.remove({ force: true, v: true }));
-  await container.start();
-
-  const berthExec = async (command: string[], onStdout?: (data: Buffer) => void) => {
-    const outcome = await client.exec(id, command, {
-      onOutput: (stream, data) => stream === "stdout" && onStdout?.(data),
-    });
-    if (outcome.exitCode !== 0)
-      throw new Error(`${command.join(" ")} through berth: ${JSON.stringify(outcome)}`);
-  };
-  const fileSize = async (exec: typeof berthExec, path: string) => {
-    let out = "";
-    await exec(["stat", "-c", "%s", path], (data) => (out += data.toString()));
-    return Number(out);
-  };
-
-  const daemonPid = daemon.child.pid!;
-  const berthSources = {
-    daemonS: () => cpuSeconds(daemonPid),
-    clientS: () => cpuSeconds(process.pid),
-    engineS: engineCpu,
-  };
-
-  // ---- copy-in / copy-out (first, so the daemon's memory is measured on a fresh process)
-  console.error(`docker copy-in / copy-out: ${throughputRuns} runs each of berth and docker cp`);
-  const copyInMeter = cpuMeter(berthSources);
-  const copyOutMeter = cpuMeter(berthSources);
-  /** cliS: the docker CLI, a child of this process. */
-  const cpInMeter = cpuMeter({ cliS: childrenCpuSeconds, engineS: engineCpu });
-  const cpOutMeter = cpuMeter({ cliS: childrenCpuSeconds, engineS: engineCpu });
-  let peakReset = true;
-  try {
-    await writeFile(`/proc/${daemonPid}/clear_refs`, "5"); // resets VmHWM to the current RSS
-  } catch {
-    peakReset = false;
-  }
-  const memoryBefore = await daemon.memory();
-  const copyIn: number[] = [];
-  const copyOut: number[] = [];
-  const cpIn: number[] = [];
-  const cpOut: number[] = [];
-  let copyOutTarBytes = 0;
-  for (let run = 0; run < throughputRuns; run++) {
-    await sync();
-    cpIn.push(
-      await cpInMeter.time(() =>
-        runDirect("docker", ["cp", `${srcDir}/.`, `${container.id}:${baselineDir}`]),
-      ),
-    );
-    const copied = await fileSize((c, o) => directExec(container, c, o), `${baselineDir}/big.bin`);
-    if (copied !== bigBytes) throw new Error(`docker cp left big.bin with ${copied} bytes, not ${bigBytes}`);
-
-    const dest = `${rootPath}/in${run}`;
-    await sync();
-    copyIn.push(
-      await copyInMeter.time(async () => client.copyIn(id, dest, await packDirectory(srcDir, "tree"))),
-    );
-    const size = await fileSize(berthExec, `${dest}/tree/big.bin`);
-    if (size !== bigBytes) throw new Error(`copy-in left big.bin with ${size} bytes, not ${bigBytes}`);
-
-    await sync();
-    let received = 0;
-    copyOut.push(
-      await copyOutMeter.time(async () => {
-        for await (const chunk of client.copyOut(id, `${dest}/tree`)) received += chunk.length;
-      }),
-    );
-    if (received < tree.bytes)
-      throw new Error(`copy-out sent ${received} bytes, less than the tree's ${tree.bytes}`);
-    copyOutTarBytes = received;
-
-    await sync();
-    cpOut.push(
-      await cpOutMeter.time(() =>
-        runDirect("docker", ["cp", `${container.id}:${baselineDir}`, "-"], "ignore"),
-      ),
-    );
-
-    await berthExec(["rm", "-rf", dest]);
-    await directExec(container, ["rm", "-rf", baselineDir]);
-  }
-  const memoryAfter = await daemon.memory();
-
-  // ---- exec round-trip latency
-  console.error(
-    `docker exec latency: ${latencyWarmup} warm-up + ${latencyIterations} iterations each, interleaved`,
-  );
-  const berthTrue = () => berthExec(["true"]);
-  const directTrue = () => directExec(container, ["true"]);
-  for (let i = 0; i < latencyWarmup; i++) {
-    await berthTrue();
-    await directTrue();
-  }
-  const berthLatency: number[] = [];
-  const directLatency: number[] = [];
-  for (let i = 0; i < latencyIterations; i++) {
-    berthLatency.push((await timed(berthTrue)) * 1000);
-    directLatency.push((await timed(directTrue)) * 1000);
-  }
-  berthLatency.sort((a, b) => a - b);
-  directLatency.sort((a, b) => a - b);
-
-  // ---- exec output throughput
-  console.error(`docker exec output: ${throughputRuns} runs each of head -c ${bigBytes} /dev/zero`);
-  const outputMeter = cpuMeter(berthSources);
-  const directOutputMeter = cpuMeter({ clientS: () => cpuSeconds(process.pid), engineS: engineCpu });
-  const headCommand = ["head", "-c", String(bigBytes), "/dev/zero"];
-  const berthOutput: number[] = [];
-  const directOutput: number[] = [];
-  for (let run = 0; run < throughputRuns; run++) {
-    let received = 0;
-    berthOutput.push(
-      await outputMeter.time(() => berthExec(headCommand, (data) => (received += data.length))),
-    );
-    if (received !== bigBytes)
-      throw new Error(`berth delivered ${received} bytes of output, not ${bigBytes}`);
-    received = 0;
-    directOutput.push(
-      await directOutputMeter.time(() =>
-        directExec(container, headCommand, (data) => (received += data.length)),
-      ),
-    );
-    if (received !== bigBytes)
-      throw new Error(`dockerode delivered ${received} bytes of output, not ${bigBytes}`);
-  }
-
+  const setup = await prepare(docker, engineLocal, teardown);
+  const copies = await measureCopies(input, setup);
+  const latency = await measureLatency(input.client, setup);
+  const output = await measureOutput(input, setup);
   const results = {
     engine: {
       version: version.Version,
@@ -340,39 +199,10 @@ async function measure(
         labels: { [benchLabel]: "1" },
       },
     },
-    execLatency: {
-      command: ["true"],
-      warmup: latencyWarmup,
-      iterations: latencyIterations,
-      berth: latencySummary(berthLatency),
-      direct: latencySummary(directLatency),
-    },
-    execThroughput: {
-      command: headCommand,
-      bytes: bigBytes,
-      runs: throughputRuns,
-      berth: { ...throughputSummary(bigBytes, berthOutput), cpuPerRun: engineOnly(outputMeter.cpu()) },
-      direct: {
-        ...throughputSummary(bigBytes, directOutput),
-        cpuPerRun: engineOnly(directOutputMeter.cpu()),
-      },
-    },
-    copy: {
-      treeBytes: tree.bytes,
-      files: tree.files,
-      copyOutTarBytes,
-      runs: throughputRuns,
-      copyIn: { ...throughputSummary(tree.bytes, copyIn), cpuPerRun: engineOnly(copyInMeter.cpu()) },
-      copyOut: { ...throughputSummary(tree.bytes, copyOut), cpuPerRun: engineOnly(copyOutMeter.cpu()) },
-      dockerCpIn: { ...throughputSummary(tree.bytes, cpIn), cpuPerRun: engineOnly(cpInMeter.cpu()) },
-      dockerCpOut: { ...throughputSummary(tree.bytes, cpOut), cpuPerRun: engineOnly(cpOutMeter.cpu()) },
-    },
-    daemonMemory: {
-      peakReset,
-      baselineRssMiB: toMiB(memoryBefore.current),
-      peakRssMiB: toMiB(memoryAfter.peak),
-      growthMiB: toMiB(memoryAfter.peak - memoryBefore.current),
-    },
+    execLatency: latency,
+    execThroughput: output,
+    copy: { treeBytes: input.tree.bytes, files: input.tree.files, ...copies.results },
+    daemonMemory: copies.memory,
     benchProcessPeakRssMiB: toMiB(await ownPeakRss()),
   };
   const ratios = {
@@ -385,69 +215,209 @@ async function measure(
   return { ...results, ratios };
 }
 
-// ---------------------------------------------------------------- report
+/** Starts berth's daemon and environment and the baseline container, each undone by cleanup. */
+async function prepare(
+  docker: Docker,
+  engineLocal: boolean,
+  teardown: { daemonExit: number | null | undefined },
+): Promise<Setup> {
+  const daemon = await startDaemon(dockerDaemonArgs);
+  defer(async () => {
+    teardown.daemonExit = await daemon.stop();
+  });
+  const channel = openChannel(daemon.address);
+  defer(() => Promise.resolve(channel.close()));
+  const control = v1alphaClient(channel);
+  const { id, layout } = await control.create({ image });
+  defer(() => control.remove(id));
+  await control.start(id);
 
-const cpuText = (c: { daemonS: number; clientS: number }) =>
-  `${c.daemonS.toFixed(1)} + ${c.clientS.toFixed(1)} s`;
-const ms = (value: number) => `${value.toFixed(2)} ms`;
-
-/** The Docker section of the printed table (same columns as the host part). */
-export function dockerTableRows(report: DockerReport, bigBytes: number): (string[] | string)[] {
-  if (report.skipped) return [`docker: skipped: ${report.reason}`];
-  if ("error" in report) return [`docker: FAILED: ${report.error}`];
-  const r = report;
-  const size = `${toMiB(bigBytes)} MiB`;
-  const treeSize = `${toMiB(r.copy.treeBytes)} MiB`;
-  return [
-    `docker (berth --backend docker vs the same work on the engine directly; engine ${r.engine.version}, ${r.engine.storageDriver})`,
-    [
-      "exec `true` p50",
-      ms(r.execLatency.berth.p50Ms),
-      ms(r.execLatency.direct.p50Ms),
-      "dockerode exec",
-      `${r.ratios.execLatencyP50}x`,
-      "",
-    ],
-    [
-      "exec `true` p99",
-      ms(r.execLatency.berth.p99Ms),
-      ms(r.execLatency.direct.p99Ms),
-      "dockerode exec",
-      `${r.ratios.execLatencyP99}x`,
-      "",
-    ],
-    [
-      `exec output ${size}`,
-      `${r.execThroughput.berth.mbPerS} MB/s`,
-      `${r.execThroughput.direct.mbPerS} MB/s`,
-      "dockerode exec",
-      `${r.ratios.execThroughput}`,
-      cpuText(r.execThroughput.berth.cpuPerRun),
-    ],
-    [
-      `copy-in tree ${treeSize}`,
-      `${r.copy.copyIn.mbPerS} MB/s`,
-      `${r.copy.dockerCpIn.mbPerS} MB/s`,
-      "docker cp",
-      `${r.ratios.copyIn}`,
-      cpuText(r.copy.copyIn.cpuPerRun),
-    ],
-    [
-      `copy-out tree ${treeSize}`,
-      `${r.copy.copyOut.mbPerS} MB/s`,
-      `${r.copy.dockerCpOut.mbPerS} MB/s`,
-      "docker cp > null",
-      `${r.ratios.copyOut}`,
-      cpuText(r.copy.copyOut.cpuPerRun),
-    ],
-  ];
+  const container = await docker.createContainer({
+    name: `berth-bench-${process.pid}`,
+    Image: image,
+    Entrypoint: ["tail", "-f", "/dev/null"],
+    Cmd: [],
+    Labels: { [benchLabel]: "1" },
+    // Init as berth's job container has it (the driver's default init=true); no network, which
+    // neither exec nor copies use (berth's container is on its own bridge network; the default
+    // bridge may not even exist).
+    HostConfig: { Init: true, NetworkMode: "none" },
+  });
+  defer(() => container.remove({ force: true, v: true }));
+  await container.start();
+  const berthExec = async (command: string[]) => {
+    let out = "";
+    const outcome = await control.exec(id, command, {
+      onOutput: (stream, data) => (out += stream === "stdout" ? data.toString() : ""),
+    });
+    if (outcome.exitCode !== 0)
+      throw new Error(`${command.join(" ")} through berth: ${JSON.stringify(outcome)}`);
+    return out;
+  };
+  return {
+    env: { address: daemon.address, id, root: layout!.rootPath, pid: daemon.child.pid! },
+    container,
+    berthExec,
+    memory: () => daemon.memory(),
+    /** Engine CPU only counts when the engine runs on this machine. */
+    engineCpu: engineLocal ? () => cpuSecondsOfProcesses(isEngineProcess) : () => Promise.resolve(0),
+    engineOnly: (cpu) => (engineLocal ? cpu : { ...cpu, engineS: null }),
+  };
 }
 
+/** A call through berth with the engine's CPU meanwhile added. */
+async function withEngine<T>(setup: Setup, call: () => Promise<T>): Promise<T & { engineS: number }> {
+  const before = await setup.engineCpu();
+  const result = await call();
+  return { ...result, engineS: (await setup.engineCpu()) - before };
+}
+
+const meanEngine = (runs: { engineS: number }[]) =>
+  round(runs.reduce((sum, run) => sum + run.engineS, 0) / runs.length, 3);
+
+async function measureCopies({ client, srcDir, tree, bigBytes, throughputRuns }: DockerInput, setup: Setup) {
+  console.error(`docker copy-in / copy-out: ${throughputRuns} runs each of berth and docker cp`);
+  const { env, container } = setup;
+  const fileSize = async (
+    path: string,
+    exec: (command: string[], onStdout: (data: Buffer) => void) => Promise<void>,
+  ) => {
+    let out = "";
+    await exec(["stat", "-c", "%s", path], (data) => (out += data.toString()));
+    return Number(out);
+  };
+  /** cliS: the docker CLI, a child of this process. */
+  const cpInMeter = cpuMeter({ cliS: childrenCpuSeconds, engineS: setup.engineCpu });
+  const cpOutMeter = cpuMeter({ cliS: childrenCpuSeconds, engineS: setup.engineCpu });
+  const peakReset = await writeFile(`/proc/${env.pid}/clear_refs`, "5").then(
+    () => true,
+    () => false,
+  );
+  const memoryBefore = await setup.memory();
+  const copyIn: (Measured & { engineS: number })[] = [];
+  const copyOut: (Measured & { engineS: number })[] = [];
+  const cpIn: number[] = [];
+  const cpOut: number[] = [];
+  let copyOutTarBytes = 0;
+  for (let run = 0; run < throughputRuns; run++) {
+    await sync();
+    cpIn.push(
+      await cpInMeter.time(() =>
+        runDirect("docker", ["cp", `${srcDir}/.`, `${container.id}:${baselineDir}`]),
+      ),
+    );
+    const copied = await fileSize(`${baselineDir}/big.bin`, (c, o) => directExec(container, c, o));
+    if (copied !== bigBytes) throw new Error(`docker cp left big.bin with ${copied} bytes, not ${bigBytes}`);
+
+    const dest = `${env.root}/in${run}`;
+    await sync();
+    copyIn.push(
+      await withEngine(setup, () =>
+        measuredCall(env.pid, () => client.copyIn(env.address, env.id, { dir: srcDir, dest, name: "tree" })),
+      ),
+    );
+    const size = Number(await setup.berthExec(["stat", "-c", "%s", `${dest}/tree/big.bin`]));
+    if (size !== bigBytes) throw new Error(`copy-in left big.bin with ${size} bytes, not ${bigBytes}`);
+
+    await sync();
+    const out = await withEngine(setup, () =>
+      measuredCall(env.pid, () => client.copyOut(env.address, env.id, `${dest}/tree`)),
+    );
+    if (out.tarBytes < tree.bytes)
+      throw new Error(`copy-out sent ${out.tarBytes} bytes, less than the tree's ${tree.bytes}`);
+    copyOut.push(out);
+    copyOutTarBytes = out.tarBytes;
+
+    await sync();
+    cpOut.push(
+      await cpOutMeter.time(() =>
+        runDirect("docker", ["cp", `${container.id}:${baselineDir}`, "-"], "ignore"),
+      ),
+    );
+    await setup.berthExec(["rm", "-rf", dest]);
+    await directExec(container, ["rm", "-rf", baselineDir]);
+  }
+  const memoryAfter = await setup.memory();
+  const withEngineCpu = (bytes: number, runs: (Measured & { engineS: number })[]) => {
+    const summary = pathSummary(bytes, runs);
+    return { ...summary, cpuPerRun: setup.engineOnly({ ...summary.cpuPerRun, engineS: meanEngine(runs) }) };
+  };
+  return {
+    results: {
+      copyOutTarBytes,
+      runs: throughputRuns,
+      copyIn: withEngineCpu(tree.bytes, copyIn),
+      copyOut: withEngineCpu(tree.bytes, copyOut),
+      dockerCpIn: { ...throughputSummary(tree.bytes, cpIn), cpuPerRun: setup.engineOnly(cpInMeter.cpu()) },
+      dockerCpOut: { ...throughputSummary(tree.bytes, cpOut), cpuPerRun: setup.engineOnly(cpOutMeter.cpu()) },
+    },
+    memory: {
+      peakReset,
+      baselineRssMiB: toMiB(memoryBefore.current),
+      peakRssMiB: toMiB(memoryAfter.peak),
+      growthMiB: toMiB(memoryAfter.peak - memoryBefore.current),
+    },
+  };
+}
+
+async function measureLatency(client: BenchClient, setup: Setup) {
+  console.error(
+    `docker exec latency: ${latency.warmup} warm-up + ${latency.iterations} iterations each, in ${latency.blocks} alternating blocks`,
+  );
+  const { berth, direct } = await interleavedLatency(
+    client,
+    setup.env,
+    ["true"],
+    () => directExec(setup.container, ["true"]),
+    latency,
+  );
+  return { command: ["true"], ...latency, berth: latencySummary(berth), direct: latencySummary(direct) };
+}
+
+async function measureOutput({ client, bigBytes, throughputRuns }: DockerInput, setup: Setup) {
+  console.error(`docker exec output: ${throughputRuns} runs each of head -c ${bigBytes} /dev/zero`);
+  const directOutputMeter = cpuMeter({ clientS: () => cpuSeconds(process.pid), engineS: setup.engineCpu });
+  const headCommand = ["head", "-c", String(bigBytes), "/dev/zero"];
+  const berthOutput: (Measured & { engineS: number })[] = [];
+  const directOutput: number[] = [];
+  for (let run = 0; run < throughputRuns; run++) {
+    const call = await withEngine(setup, () =>
+      measuredCall(setup.env.pid, () => client.exec(setup.env.address, setup.env.id, headCommand)),
+    );
+    if (call.stdoutBytes !== bigBytes)
+      throw new Error(`berth delivered ${call.stdoutBytes} bytes of output, not ${bigBytes}`);
+    berthOutput.push(call);
+    let received = 0;
+    directOutput.push(
+      await directOutputMeter.time(() =>
+        directExec(setup.container, headCommand, (data) => (received += data.length)),
+      ),
+    );
+    if (received !== bigBytes)
+      throw new Error(`dockerode delivered ${received} bytes of output, not ${bigBytes}`);
+  }
+  const berth = pathSummary(bigBytes, berthOutput);
+  return {
+    command: headCommand,
+    bytes: bigBytes,
+    runs: throughputRuns,
+    berth: {
+      ...berth,
+      cpuPerRun: setup.engineOnly({ ...berth.cpuPerRun, engineS: meanEngine(berthOutput) }),
+    },
+    direct: {
+      ...throughputSummary(bigBytes, directOutput),
+      cpuPerRun: setup.engineOnly(directOutputMeter.cpu()),
+    },
+  };
+}
+
+// ---------------------------------------------------------------- report
+
 /** Lines printed under the table about the Docker part. */
-export function dockerSummaryLines(report: DockerReport, bigBytes: number): string[] {
+export function dockerSummaryLines(report: DockerReport): string[] {
   if (report.skipped || "error" in report) return [];
   const r = report;
-  const m = r.daemonMemory;
   const s = (value: number | null) => (value === null ? "?" : value.toFixed(1));
   const engine = r.engine.local
     ? [
@@ -458,8 +428,6 @@ export function dockerSummaryLines(report: DockerReport, bigBytes: number): stri
       ]
     : ["docker: the engine is not on this machine; its CPU is not counted"];
   return [
-    `docker: daemon RSS around the ${toMiB(bigBytes)} MiB copies: ${m.baselineRssMiB} MiB before, peak ${m.peakRssMiB} MiB (+${m.growthMiB} MiB)` +
-      (m.peakReset ? "" : " [VmHWM could not be reset: the peak covers the daemon's whole life]"),
     ...engine,
     `docker: baseline CPU/run in this process (dockerode) for exec output ${s(r.execThroughput.direct.cpuPerRun.clientS)} s; ` +
       `in the docker CLI for docker cp in ${s(r.copy.dockerCpIn.cpuPerRun.cliS)} s, out ${s(r.copy.dockerCpOut.cpuPerRun.cliS)} s`,
