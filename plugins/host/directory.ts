@@ -204,6 +204,17 @@ export class Directory {
     }
   }
 
+  /** Creates NAME as a new file, replacing a non-directory there: one call when nothing is (a fresh copy's case). */
+  async replaceFile(name: string, mode: number): Promise<FileHandle> {
+    try {
+      return await open(this.at(name), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
+    } catch (err) {
+      if (errnoOf(err) !== "EEXIST") throw fileError(err, `create ${this.shownPath(name)}`);
+    }
+    await this.clear(name);
+    return this.createFile(name, mode);
+  }
+
   /** Makes way for a new entry of NAME: a file, symlink or other non-directory there is removed. */
   async clear(name: string): Promise<void> {
     const existing = await this.entry(name);

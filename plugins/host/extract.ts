@@ -1,3 +1,4 @@
+import type { FileHandle } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { extract, type Header } from "tar-stream";
@@ -20,6 +21,7 @@ const cachedDirectories = 64;
 export async function extractTar(tar: Readable, dest: Directory): Promise<void> {
   const directories = new DirectoryCache(dest);
   const modes = new DeferredModes(directories);
+  const finishing = new Finishing();
   const parser = extract();
 
   const writeEntry = async (header: Header, body: Readable) => {
@@ -59,17 +61,23 @@ export async function extractTar(tar: Readable, dest: Directory): Promise<void> 
         return;
       }
       default: {
-        await parent.clear(name);
-        const handle = await parent.createFile(name, mode);
+        const handle = await parent.replaceFile(name, mode);
         try {
-          for await (const chunk of body as AsyncIterable<Buffer>) await handle.write(chunk);
-          await handle.chmod(mode);
-          if (header.mtime) await handle.utimes(header.mtime, header.mtime);
+          await writeBody(handle, body as AsyncIterable<Buffer>);
         } catch (err) {
-          throw fileError(err, `write ${parent.shownPath(name)}`);
-        } finally {
           await handle.close();
+          throw fileError(err, `write ${parent.shownPath(name)}`);
         }
+        await finishing.add(async () => {
+          try {
+            await handle.chmod(mode);
+            if (header.mtime) await handle.utimes(header.mtime, header.mtime);
+          } catch (err) {
+            throw fileError(err, `write ${parent.shownPath(name)}`);
+          } finally {
+            await handle.close();
+          }
+        });
       }
     }
   };
@@ -93,9 +101,91 @@ export async function extractTar(tar: Readable, dest: Directory): Promise<void> 
       await writing;
       throw entryFailure ?? err;
     });
+    await finishing.done();
     await modes.applyOutside(undefined);
   } finally {
+    await finishing.settled();
     await directories.closeAll();
+  }
+}
+
+/** Files whose mode, time and close may be under way at once. */
+const finishingAtOnce = 16;
+
+/**
+ * The last steps of written files (fchmod, futimens, close), done while
+ * the next entries are extracted: each is a round trip through libuv's
+ * thread pool, and a copy of many small files spent most of its time
+ * waiting for them one after the other. They work on the file's open
+ * descriptor, so nothing an entry after it does (replacing it, linking to
+ * it, setting its directory's mode) depends on them. `done` waits for all
+ * and throws the first failure; `settled` only waits (on the way out).
+ */
+class Finishing {
+  private readonly running = new Set<Promise<void>>();
+  private failure: { err: unknown } | undefined;
+
+  async add(step: () => Promise<void>): Promise<void> {
+    while (this.running.size >= finishingAtOnce) await Promise.race(this.running);
+    if (this.failure) throw this.failure.err;
+    const running: Promise<void> = step().then(
+      () => void this.running.delete(running),
+      (err: unknown) => {
+        this.failure ??= { err };
+        this.running.delete(running);
+      },
+    );
+    this.running.add(running);
+  }
+
+  async done(): Promise<void> {
+    await this.settled();
+    if (this.failure) throw this.failure.err;
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.running);
+  }
+}
+
+/** A file's content is written in batches of about this many bytes, one writev each. */
+const writeBatchBytes = 1024 * 1024;
+
+/**
+ * Writes a file's content as it comes. Each write is a round trip through
+ * libuv's thread pool, so writing every 256 KiB message on its own, one
+ * after the other, left the copy waiting on those round trips: the chunks
+ * that arrive while one write runs are gathered and written with the next
+ * writev (no copy). At most one batch waits and one is written, so memory
+ * stays bounded and the stream is held back by its own backpressure.
+ */
+async function writeBody(handle: FileHandle, body: AsyncIterable<Buffer>): Promise<void> {
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  let writing: Promise<void> = Promise.resolve();
+  for await (const chunk of body) {
+    batch.push(chunk);
+    batchBytes += chunk.length;
+    if (batchBytes < writeBatchBytes) continue;
+    await writing;
+    writing = writeFully(handle, batch);
+    batch = [];
+    batchBytes = 0;
+  }
+  await writing;
+  if (batch.length > 0) await writeFully(handle, batch);
+}
+
+/** writev until every byte is written (a short write is rare on a file, but possible). */
+async function writeFully(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+  let rest = buffers;
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest);
+    while (rest.length > 0 && bytesWritten >= rest[0].length) {
+      bytesWritten -= rest[0].length;
+      rest = rest.slice(1);
+    }
+    if (bytesWritten > 0) rest = [rest[0].subarray(bytesWritten), ...rest.slice(1)];
   }
 }
 
