@@ -211,13 +211,16 @@ export class HostDriver implements Driver<HostEnvironment> {
     };
     const workdir = posix.resolve(env.workingDir, spec.workdir || ".");
     const realWorkdir = this.toReal(ref, workdir, "workdir");
-    // Created when missing, as Docker creates a container's WorkingDir (the runner expects its job directory).
-    try {
-      await (await this.openDirectory(ref, workdir, "workdir", true)).close();
-    } catch (err) {
-      return { kind: "failed", message: `cannot use working directory ${workdir}: ${messageOf(err)}` };
-    }
-    const missing = await this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir);
+    // Each check is a few round trips through libuv's thread pool: made side by side, they cost the slowest one.
+    const [workdirProblem, missing] = await Promise.all([
+      // Created when missing, as Docker creates a container's WorkingDir (the runner expects its job directory).
+      this.openDirectory(ref, workdir, "workdir", true).then(
+        (dir) => dir.close().then(() => undefined),
+        (err: unknown) => `cannot use working directory ${workdir}: ${messageOf(err)}`,
+      ),
+      this.findProgram(ref, spec.command[0], variables.PATH ?? "", workdir),
+    ]);
+    if (workdirProblem) return { kind: "failed", message: workdirProblem };
     if (missing) return { kind: "failed", message: missing };
 
     const marker = { name: execMarkerVariable, value: variables[execMarkerVariable] };
@@ -237,13 +240,16 @@ export class HostDriver implements Driver<HostEnvironment> {
     for (let attempt = 1; ; attempt++) {
       const stderr = new PrefixCapture(sinks.stderr, "bwrap: ");
       let wroteStdout = false;
-      let pidNamespace: FileHandle | undefined;
-      try {
-        pidNamespace = await this.pidNamespaces?.enter(ref.id);
-      } catch (err) {
-        return { kind: "failed", message: messageOf(err) };
-      }
-      const args = await this.bwrapArgs(env, workdir, pidNamespace !== undefined);
+      const inPidNamespace = this.pidNamespaces !== undefined;
+      const [entered, args] = await Promise.all([
+        this.pidNamespaces?.enter(ref.id).then(
+          (handle) => ({ handle }),
+          (err: unknown) => ({ failure: messageOf(err) }),
+        ),
+        this.bwrapArgs(env, workdir, inPidNamespace),
+      ]);
+      if (entered && "failure" in entered) return { kind: "failed", message: entered.failure };
+      const pidNamespace: FileHandle | undefined = entered?.handle;
       const child = spawn("bwrap", [...args, "--", ...spec.command], {
         env: variables,
         detached: true,
@@ -570,19 +576,30 @@ export class HostDriver implements Driver<HostEnvironment> {
     inPidNamespace: boolean,
   ): Promise<string[]> {
     const args: string[] = inPidNamespace ? ["--pidns", "3", "--proc", "/proc"] : [];
-    for (const entry of await readdir("/", { withFileTypes: true })) {
-      const path = `/${entry.name}`;
-      if (inPidNamespace && path === "/proc") continue;
-      if (entry.isSymbolicLink()) args.push("--symlink", await readlink(path), path);
-      else args.push("--dev-bind", path, path);
-    }
-    // berth's own state, sockets and audit log, and its whole root (every instance's environments)
-    // are out of sight; then this environment's directory is mounted.
-    for (const path of this.ownPaths) {
-      const info = await stat(path).catch(() => undefined);
-      if (info?.isDirectory() && path !== "/") args.push("--tmpfs", path);
-      else if (info) args.push("--ro-bind", "/dev/null", path);
-    }
+    // The look-ups are independent: made side by side (see exec), the arguments keep their order.
+    const entries = (await readdir("/", { withFileTypes: true })).filter(
+      (entry) => !(inPidNamespace && entry.name === "proc"),
+    );
+    const [mounts, hidden] = await Promise.all([
+      Promise.all(
+        entries.map(async (entry) => {
+          const path = `/${entry.name}`;
+          return entry.isSymbolicLink()
+            ? ["--symlink", await readlink(path), path]
+            : ["--dev-bind", path, path];
+        }),
+      ),
+      // berth's own state, sockets and audit log, and its whole root (every instance's environments)
+      // are out of sight; then this environment's directory is mounted.
+      Promise.all(
+        this.ownPaths.map(async (path) => {
+          const info = await stat(path).catch(() => undefined);
+          if (info?.isDirectory() && path !== "/") return ["--tmpfs", path];
+          return info ? ["--ro-bind", "/dev/null", path] : [];
+        }),
+      ),
+    ]);
+    args.push(...mounts.flat(), ...hidden.flat());
     args.push("--tmpfs", this.options.root, "--bind", env.dir, this.mountPoint);
     if (env.privateDir !== undefined) {
       for (const dir of this.options.privateDirs) args.push("--bind", join(env.privateDir, dir), dir);
