@@ -1,7 +1,6 @@
 import { dirname, resolve } from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
-import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
 import type { Logger } from "pino";
 import { type AuditLog, openAuditLog } from "./audit.js";
 import { callerInterceptor } from "./caller.js";
@@ -9,7 +8,6 @@ import type { BackendConfig, DaemonConfig } from "./config.js";
 import type { DriverRegistry } from "./drivers.js";
 import { type Backend, EnvironmentService } from "./environments.js";
 import { BerthError, failedPrecondition, messageOf } from "./errors.js";
-import { descriptorSet } from "./gen/descriptor-set.js";
 import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.js";
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
 import { refusingMalformedRequests } from "./protocol/malformed.js";
@@ -23,6 +21,7 @@ import { type ListenerTarget, Listeners } from "./listeners.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
 import { widenHttp2ReceiveWindows } from "./http2-windows.js";
 import { reconcile } from "./reconciler.js";
+import { reflectionServices } from "./reflection.js";
 import { StateStore, readSavedState } from "./state-store.js";
 import { Metrics } from "./metrics.js";
 import { createV1Service } from "./protocol/v1.js";
@@ -112,18 +111,6 @@ const serverOptions = {
 };
 
 const pluginServiceNames = ["plugin.v1.BackendPlugin", "plugin.v1alpha.BackendPlugin"];
-
-/**
- * Reflection's older generation, grpc.reflection.v1alpha, which grpcurl
- * before 1.8.8 and other older tools ask for: the same messages as v1 under
- * another package, so the same implementation serves it.
- */
-const v1alphaReflectionService = Object.fromEntries(
-  Object.entries(ServerReflectionService).map(([name, method]) => [
-    name,
-    { ...method, path: method.path.replace("/grpc.reflection.v1.", "/grpc.reflection.v1alpha.") },
-  ]),
-) as typeof ServerReflectionService;
 
 /**
  * Builds one berth daemon: a driver per backend, the core, and a gRPC server
@@ -291,9 +278,9 @@ class BerthDaemon implements Daemon {
       createV1alphaService(adapterDeps),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
-    const reflection = ServerReflection(descriptorSet, pluginServiceNames);
-    server.add(ServerReflectionService, reflection);
-    server.add(v1alphaReflectionService, reflection);
+    for (const { definition, implementation } of reflectionServices(pluginServiceNames)) {
+      server.add(definition, implementation);
+    }
     return server;
   }
 
