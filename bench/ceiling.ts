@@ -6,12 +6,14 @@
  * figures over these show what berth's own pipeline costs.
  */
 import { spawn } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import { once } from "node:events";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { processMemory } from "../test/support/daemon-process.js";
 import type { BenchClient } from "./clients.js";
 import { type Measured, measuredCall, pathSummary } from "./paths.js";
-import { defer } from "./util.js";
+import { defer, toMiB } from "./util.js";
 
 const serverPath = fileURLToPath(new URL("./ceiling-server.js", import.meta.url));
 
@@ -39,6 +41,10 @@ export async function measureCeiling({ client, tmp, srcDir, tree, bigBytes, thro
   const address = `unix:${socket}`;
   const id = "ceiling";
   const pid = server.pid!;
+  // As for berth's daemon: VmHWM reset, then the peak over the calls against the RSS before them.
+  const memory = () => processMemory(pid);
+  await writeFile(`/proc/${pid}/clear_refs`, "5").catch(() => undefined);
+  const before = await memory();
   const output: Measured[] = [];
   const copyIn: Measured[] = [];
   const copyOut: Measured[] = [];
@@ -56,7 +62,13 @@ export async function measureCeiling({ client, tmp, srcDir, tree, bigBytes, thro
     if (out.tarBytes !== tree.bytes) throw new Error(`the ceiling server sent ${out.tarBytes} bytes`);
     copyOut.push(out);
   }
+  const after = await memory();
   return {
+    serverMemory: {
+      baselineRssMiB: toMiB(before.current),
+      peakRssMiB: toMiB(after.peak),
+      growthMiB: toMiB(after.peak - before.current),
+    },
     server: "bench/ceiling-server.ts: nice-grpc over grpc-js, berth's HTTP/2 windows, generated encoders",
     execThroughput: pathSummary(bigBytes, output),
     copyIn: pathSummary(tree.bytes, copyIn),

@@ -240,7 +240,12 @@ export function figureTable(
 }
 
 /** The memory and startup lines, with their targets. */
-export function memoryLines(host: HostReport, docker: DockerReport, targets: Targets): string[] {
+export function memoryLines(
+  host: HostReport,
+  ceiling: CeilingReport,
+  docker: DockerReport,
+  targets: Targets,
+): string[] {
   const m = host.daemonMemory;
   const d = measured(docker);
   const line = (what: string, memory: HostReport["daemonMemory"], target: Target) =>
@@ -252,5 +257,7 @@ export function memoryLines(host: HostReport, docker: DockerReport, targets: Tar
       `(one backend, no environment; target ${targets.idleMemory.target} ${mark(targets.idleMemory.met)})`,
     line("host", m, targets.hostMemoryGrowth),
     ...(d ? [line("docker", d.daemonMemory, targets.dockerMemoryGrowth)] : []),
+    `ceiling server RSS around its exec output and copies: ${ceiling.serverMemory.baselineRssMiB} MiB before, ` +
+      `peak ${ceiling.serverMemory.peakRssMiB} MiB (+${ceiling.serverMemory.growthMiB} MiB: the gRPC stack's own)`,
   ];
 }

@@ -147,7 +147,7 @@ async function main(): Promise<void> {
       "",
       ...figureTable(host, ceiling, docker, targets),
       "",
-      ...memoryLines(host, docker, targets),
+      ...memoryLines(host, ceiling, docker, targets),
       ...dockerSummaryLines(docker),
       `targets: ${report.targets.length - missed} of ${report.targets.length} met` +
         (missed > 0 ? ` (${missed} missed: see bench/README.md, "Where the time goes")` : ""),

@@ -26,6 +26,13 @@ export interface DaemonProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | null>;
 }
 
+/** A process's resident memory now (VmRSS) and its peak (VmHWM), in bytes. */
+export async function processMemory(pid: number): Promise<{ peak: number; current: number }> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+  return { peak: kib("VmHWM"), current: kib("VmRSS") };
+}
+
 /**
  * Starts `berth serve` as a child process on a fresh unix socket and waits
  * until it logs that it serves. Extra args go after `serve`.
@@ -69,12 +76,7 @@ export async function startDaemon(
     address,
     dir,
     log: () => logText,
-    async memory() {
-      const status = await readFile(`/proc/${child.pid}/status`, "utf8");
-      const kib = (field: string) =>
-        Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-      return { peak: kib("VmHWM"), current: kib("VmRSS") };
-    },
+    memory: () => processMemory(child.pid!),
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       // A daemon that lingers after its shutdown has something left open: fail loudly rather than hang.
