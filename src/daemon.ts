@@ -11,11 +11,7 @@ import { BerthError, failedPrecondition, messageOf } from "./errors.js";
 import { BackendPluginDefinition as V1Definition } from "./gen/plugin/v1/plugin.js";
 import { BackendPluginDefinition as V1alphaDefinition } from "./gen/plugin/v1alpha/plugin.js";
 import { refusingMalformedRequests } from "./protocol/malformed.js";
-import {
-  v1OutputEncoders,
-  v1alphaOutputEncoders,
-  withFastOutputEncoding,
-} from "./protocol/output-encoding.js";
+import { v1DataCodecs, v1alphaDataCodecs, withDataCodecs } from "./protocol/data-codecs.js";
 import { parseListenAddress } from "./listen-address.js";
 import { type ListenerTarget, Listeners } from "./listeners.js";
 import { type HttpEndpoints, serveHttpEndpoints } from "./http-endpoints.js";
@@ -270,11 +266,11 @@ class BerthDaemon implements Daemon {
     );
     const adapterDeps = { environments: this.environments, backend: () => target.backend };
     server.add(
-      refusingMalformedRequests(withFastOutputEncoding(V1Definition, v1OutputEncoders)),
+      refusingMalformedRequests(withDataCodecs(V1Definition, v1DataCodecs)),
       createV1Service(adapterDeps),
     );
     server.add(
-      refusingMalformedRequests(withFastOutputEncoding(V1alphaDefinition, v1alphaOutputEncoders)),
+      refusingMalformedRequests(withDataCodecs(V1alphaDefinition, v1alphaDataCodecs)),
       createV1alphaService(adapterDeps),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));

@@ -1,13 +1,24 @@
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import type { CopyOutChunk as V1CopyOutChunk, ExecOutput as V1ExecOutput } from "../gen/plugin/v1/plugin.js";
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type {
+  CopyInChunk as V1CopyInChunk,
+  CopyOutChunk as V1CopyOutChunk,
+  ExecOutput as V1ExecOutput,
+} from "../gen/plugin/v1/plugin.js";
+import type {
+  CopyInChunk as V1alphaCopyInChunk,
   CopyOutChunk as V1alphaCopyOutChunk,
   ExecOutput as V1alphaExecOutput,
 } from "../gen/plugin/v1alpha/plugin.js";
 
 /**
- * One-copy encoders for the messages that carry a job's bytes (Exec output,
- * CopyOut chunks), the daemon's hottest path: every byte a job prints or
+ * Codecs for the messages that carry a job's bytes, the daemon's hottest
+ * path, both generations. CopyIn chunks are decoded without copying their
+ * data: the generated decoder returns `Buffer.from(bytes)`, a copy (and an
+ * allocation) of every byte a runner copies in, while the message's bytes
+ * are grpc-js's own buffer for that one message, which nothing else holds,
+ * so a view of them is as safe.
+ *
+ * Exec output and CopyOut chunks are encoded with one copy: every byte a job prints or
  * copies out passes here. The generated encoder writes a bytes field into a
  * zero-filled buffer it grows, shifts the payload once per enclosing
  * message to fit the length prefixes, and copies it out again at the end:
@@ -141,10 +152,7 @@ type FastEncoders<D extends ServiceDefinition> = {
 };
 
 /** The service definition with the responses of the named methods encoded by `encoders` where they can. */
-export function withFastOutputEncoding<D extends ServiceDefinition>(
-  definition: D,
-  encoders: FastEncoders<D>,
-): D {
+function withFastOutputEncoding<D extends ServiceDefinition>(definition: D, encoders: FastEncoders<D>): D {
   const methods = Object.fromEntries(
     Object.entries(definition.methods).map(([key, method]) => {
       const fast = encoders[key];
@@ -159,7 +167,7 @@ export function withFastOutputEncoding<D extends ServiceDefinition>(
 const plainStream = (stream: number) => (stream === 0 || stream === 1 ? stream : undefined);
 
 /** plugin.v1alpha: ExecOutput's data chunks (field 1, a DataChunk of stream = 1, data = 2) and CopyOutChunk (data = 1). */
-export const v1alphaOutputEncoders = {
+const v1alphaOutputEncoders = {
   exec(message: V1alphaExecOutput) {
     if (message.output?.$case !== "data") return undefined;
     const { stream, data } = message.output.value;
@@ -170,7 +178,7 @@ export const v1alphaOutputEncoders = {
 };
 
 /** plugin.v1: ExecOutput's data messages (stream = 1, data = 2, nothing else set) and CopyOutChunk (data = 1). */
-export const v1OutputEncoders = {
+const v1OutputEncoders = {
   exec(message: V1ExecOutput) {
     if (message.exitCode !== 0 || message.done || message.errorMessage !== "") return undefined;
     const value = plainStream(message.stream);
@@ -178,3 +186,76 @@ export const v1OutputEncoders = {
   },
   copyOut: (message: V1CopyOutChunk) => encodeBytesMessage(message.data, 1),
 };
+
+interface Decodable<T> {
+  decode(input: BinaryReader | Uint8Array, length?: number): T;
+}
+
+/** CopyInChunk's fields (environment_id = 1, dest_path = 2, data = 3) with data a view of `input`; undefined for anything else. */
+function readCopyInChunk(
+  input: Uint8Array,
+): { environmentId?: string; destPath?: string; data: Buffer } | undefined {
+  const reader = new BinaryReader(input);
+  // The generated decoder's shape: both keys present, undefined when the field is absent.
+  const fields: { environmentId?: string; destPath?: string; data: Buffer } = {
+    environmentId: undefined,
+    destPath: undefined,
+    data: Buffer.alloc(0),
+  };
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === 10) fields.environmentId = reader.string();
+    else if (tag === 18) fields.destPath = reader.string();
+    else if (tag === 26) {
+      const bytes = reader.bytes();
+      fields.data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+    } else return undefined; // an unknown field, or a known one with another wire type: the generated decoder's case
+  }
+  return fields;
+}
+
+/** `type` with its top-level decode taking `fast` unless it declines (undefined); a nested decode stays the generated one. */
+function withFastDecode<T, M extends Decodable<T>>(type: M, fast: (input: Uint8Array) => T | undefined): M {
+  return {
+    ...type,
+    decode(input: BinaryReader | Uint8Array, length?: number): T {
+      const decoded = input instanceof Uint8Array && length === undefined ? fast(input) : undefined;
+      return decoded ?? type.decode(input, length);
+    },
+  };
+}
+
+/** plugin.v1alpha CopyInChunk: environment_id and dest_path are optional (absent is undefined). */
+const v1alphaCopyIn = (input: Uint8Array): V1alphaCopyInChunk | undefined => readCopyInChunk(input);
+
+/** plugin.v1 CopyInChunk: absent strings are "". */
+function v1CopyIn(input: Uint8Array): V1CopyInChunk | undefined {
+  const fields = readCopyInChunk(input);
+  return (
+    fields && {
+      environmentId: fields.environmentId ?? "",
+      destPath: fields.destPath ?? "",
+      data: fields.data,
+    }
+  );
+}
+
+/** plugin.v1alpha's data codecs: Exec output and CopyOut chunks encoded, CopyIn chunks decoded. */
+export const v1alphaDataCodecs = { encoders: v1alphaOutputEncoders, decodeCopyIn: v1alphaCopyIn };
+/** plugin.v1's data codecs. */
+export const v1DataCodecs = { encoders: v1OutputEncoders, decodeCopyIn: v1CopyIn };
+
+interface DataService<Chunk> extends ServiceDefinition {
+  methods: ServiceDefinition["methods"] & { copyIn: { requestType: Decodable<Chunk> } };
+}
+
+/** The service definition with the data path's codecs: the encoders for its output, the decoder for CopyIn. */
+export function withDataCodecs<Chunk, D extends DataService<Chunk>>(
+  definition: D,
+  codecs: { encoders: FastEncoders<D>; decodeCopyIn: (input: Uint8Array) => Chunk | undefined },
+): D {
+  const encoded = withFastOutputEncoding(definition, codecs.encoders);
+  const copyIn = encoded.methods.copyIn;
+  const requestType = withFastDecode(copyIn.requestType, codecs.decodeCopyIn);
+  return { ...encoded, methods: { ...encoded.methods, copyIn: { ...copyIn, requestType } } };
+}

@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import * as v1 from "../gen/plugin/v1/plugin.js";
 import * as v1alpha from "../gen/plugin/v1alpha/plugin.js";
-import { v1OutputEncoders, v1alphaOutputEncoders, withFastOutputEncoding } from "./output-encoding.js";
+import { v1DataCodecs, v1alphaDataCodecs, withDataCodecs } from "./data-codecs.js";
 
 /** Sizes around every varint length boundary of the payload and of the enclosing message. */
 const sizes = [
@@ -12,12 +12,14 @@ const sizes = [
 ];
 const payloads = sizes.map((size) => randomBytes(size));
 
-const v1alphaService = withFastOutputEncoding(v1alpha.BackendPluginDefinition, v1alphaOutputEncoders);
-const v1Service = withFastOutputEncoding(v1.BackendPluginDefinition, v1OutputEncoders);
+const v1alphaService = withDataCodecs(v1alpha.BackendPluginDefinition, v1alphaDataCodecs);
+const v1alphaOutputEncoders = v1alphaDataCodecs.encoders;
+const v1Service = withDataCodecs(v1.BackendPluginDefinition, v1DataCodecs);
+const v1OutputEncoders = v1DataCodecs.encoders;
 
 const encoded = (writer: { finish(): Uint8Array }) => Buffer.from(writer.finish());
 
-describe("one-copy output encoders", () => {
+describe("the data path's codecs", () => {
   it("v1alpha Exec data chunks are byte-identical to the generated encoding, on both streams", () => {
     for (const data of payloads) {
       for (const stream of [v1alpha.DataChunk_Stream.STDOUT, v1alpha.DataChunk_Stream.STDERR]) {
@@ -98,11 +100,59 @@ describe("one-copy output encoders", () => {
     assert.deepEqual(encoded(writer), encoded(v1alpha.ExecOutput.encode(message)));
   });
 
+  it("CopyIn chunks decode as the generated decoder does, with data a view of the message, not a copy", () => {
+    const cases: { v1alpha: v1alpha.CopyInChunk; v1: v1.CopyInChunk }[] = [
+      {
+        v1alpha: { environmentId: "berth-1", destPath: "/workspace/", data: payloads[9] },
+        v1: { environmentId: "berth-1", destPath: "/workspace/", data: payloads[9] },
+      },
+      {
+        v1alpha: { environmentId: undefined, destPath: undefined, data: payloads[14] },
+        v1: { environmentId: "", destPath: "", data: payloads[14] },
+      },
+      {
+        v1alpha: { environmentId: "", destPath: "/é/ü", data: Buffer.alloc(0) },
+        v1: { environmentId: "", destPath: "/é/ü", data: Buffer.alloc(0) },
+      },
+    ];
+    for (const { v1alpha: alpha, v1: one } of cases) {
+      const alphaBytes = v1alpha.CopyInChunk.encode(alpha).finish();
+      const decodedAlpha = v1alphaService.methods.copyIn.requestType.decode(alphaBytes);
+      assert.deepEqual(decodedAlpha, v1alpha.CopyInChunk.decode(alphaBytes));
+      if (alpha.data.length > 0) {
+        assert.equal(
+          decodedAlpha.data.buffer,
+          alphaBytes.buffer,
+          "the data is a view of the message's bytes",
+        );
+      }
+      const oneBytes = v1.CopyInChunk.encode(one).finish();
+      const decodedOne = v1Service.methods.copyIn.requestType.decode(oneBytes);
+      assert.deepEqual(decodedOne, v1.CopyInChunk.decode(oneBytes));
+      assert.ok(Buffer.isBuffer(decodedOne.data), "a Buffer, as the generated decoder gives");
+    }
+  });
+
+  it("a CopyIn chunk with an unknown field goes to the generated decoder; a cut one throws as it does", () => {
+    const known = Buffer.from(v1alpha.CopyInChunk.encode({ environmentId: "e", data: payloads[3] }).finish());
+    const withUnknown = Buffer.concat([known, Buffer.from([0x28, 0x07])]); // field 5, varint 7
+    assert.deepEqual(
+      v1alphaService.methods.copyIn.requestType.decode(withUnknown),
+      v1alpha.CopyInChunk.decode(withUnknown),
+    );
+    const cut = known.subarray(0, known.length - 10);
+    assert.throws(
+      () => v1alphaService.methods.copyIn.requestType.decode(cut),
+      /premature EOF|out of range|index/i,
+    );
+    assert.throws(() => v1alpha.CopyInChunk.decode(cut), /premature EOF|out of range|index/i);
+  });
+
   it("methods without a fast encoder are the generated ones", () => {
     assert.equal(
       v1alphaService.methods.create.responseType,
       v1alpha.BackendPluginDefinition.methods.create.responseType,
     );
-    assert.equal(v1Service.methods.copyIn.requestType, v1.BackendPluginDefinition.methods.copyIn.requestType);
+    assert.equal(v1Service.methods.exec.requestType, v1.BackendPluginDefinition.methods.exec.requestType);
   });
 });
