@@ -1,7 +1,8 @@
 /**
  * The benchmark's ceiling: a plugin.v1alpha server on berth's gRPC stack
- * (nice-grpc over grpc-js, the same generated code and message limits) with
- * none of berth's logic. A stand-in labelled as such, not a backend: Exec of
+ * (nice-grpc over grpc-js, berth's HTTP/2 windows, data codecs and message
+ * limits) with none of berth's logic. A stand-in labelled as such, not a
+ * backend: Exec of
  * `head -c N /dev/zero` streams N zero bytes from memory in 256 KiB
  * messages (the most berth puts in one), CopyIn counts what it receives,
  * CopyOut streams `--copy-out-bytes` zero bytes. What the Go client measures
@@ -18,6 +19,7 @@ import { ServerError, Status } from "nice-grpc-common";
 import { BackendPluginDefinition, DataChunk_Stream } from "../src/gen/plugin/v1alpha/plugin.js";
 import { maxMessageBytes } from "../src/environments.js";
 import { widenHttp2ReceiveWindows } from "../src/http2-windows.js";
+import { v1alphaDataCodecs, withDataCodecs } from "../src/protocol/data-codecs.js";
 
 const [socketPath, copyOutArg] = process.argv.slice(2);
 const copyOutBytes = Number(copyOutArg);
@@ -39,14 +41,14 @@ const unsupported = () => {
   throw new ServerError(Status.UNIMPLEMENTED, "the ceiling server only does Exec, CopyIn and CopyOut");
 };
 
-// The same HTTP/2 windows as berth: the ceiling is of the stack as berth sets it up.
+// The same HTTP/2 windows and data codecs as berth: the ceiling is of the stack as berth sets it up.
 widenHttp2ReceiveWindows();
 const server = createServer({
   "grpc.max_receive_message_length": 64 * 1024 * 1024,
   "grpc.max_send_message_length": 64 * 1024 * 1024,
 });
 server.add(HealthDefinition, HealthServiceImpl());
-server.add(BackendPluginDefinition, {
+server.add(withDataCodecs(BackendPluginDefinition, v1alphaDataCodecs), {
   capabilities: unsupported,
   create: unsupported,
   start: unsupported,

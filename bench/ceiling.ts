@@ -69,7 +69,7 @@ export async function measureCeiling({ client, tmp, srcDir, tree, bigBytes, thro
       peakRssMiB: toMiB(after.peak),
       growthMiB: toMiB(after.peak - before.current),
     },
-    server: "bench/ceiling-server.ts: nice-grpc over grpc-js, berth's HTTP/2 windows, generated encoders",
+    server: "bench/ceiling-server.ts: nice-grpc over grpc-js with berth's HTTP/2 windows and data codecs",
     execThroughput: pathSummary(bigBytes, output),
     copyIn: pathSummary(tree.bytes, copyIn),
     copyOut: pathSummary(tree.bytes, copyOut),
