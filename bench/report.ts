@@ -99,62 +99,93 @@ function row(
 
 const mbps = (path: { mbPerS: number }) => `${path.mbPerS} MB/s`;
 
+type Latency = { p50Ms: number; p99Ms: number };
+
+/** One driver's figures, as both parts report them, with what each baseline is and the targets they are held to. */
+interface DriverFigures {
+  execLatency: { berth: Latency; direct: Latency };
+  execThroughput: { bytes: number; berth: PathSummary; direct: { mbPerS: number } };
+  copy: { treeBytes: number; copyIn: PathSummary; copyOut: PathSummary };
+  baselines: { copyIn: { mbPerS: number }; copyOut: { mbPerS: number } };
+  ratios: ReturnType<typeof hostRatios>;
+  baselineIs: { exec: string; output: string; copyIn: string; copyOut: string };
+  targets: { latency: Target; output: Target; copyIn: Target; copyOut: Target };
+}
+
+/** The five rows every driver has: Exec latency p50 and p99, Exec output, CopyIn, CopyOut. */
+function driverRows(f: DriverFigures): string[][] {
+  const size = `${toMiB(f.execThroughput.bytes)} MiB`;
+  const tree = `${toMiB(f.copy.treeBytes)} MiB`;
+  const { berth, direct } = f.execLatency;
+  return [
+    row(
+      "exec `true` p50",
+      ms(berth.p50Ms),
+      ms(direct.p50Ms),
+      f.baselineIs.exec,
+      f.ratios.execLatencyP50,
+      f.targets.latency,
+    ),
+    row(
+      "exec `true` p99",
+      ms(berth.p99Ms),
+      ms(direct.p99Ms),
+      f.baselineIs.exec,
+      f.ratios.execLatencyP99,
+      undefined,
+    ),
+    row(
+      `exec output ${size}`,
+      mbps(f.execThroughput.berth),
+      mbps(f.execThroughput.direct),
+      f.baselineIs.output,
+      f.ratios.execThroughput,
+      f.targets.output,
+      perGiB(f.execThroughput.berth),
+    ),
+    ...(["copyIn", "copyOut"] as const).map((way) =>
+      row(
+        `${way === "copyIn" ? "copy-in" : "copy-out"} tree ${tree}`,
+        mbps(f.copy[way]),
+        mbps(f.baselines[way]),
+        f.baselineIs[way],
+        f.ratios[way],
+        f.targets[way],
+        perGiB(f.copy[way]),
+      ),
+    ),
+  ];
+}
+
 function hostRows(
   host: HostReport,
   ceiling: CeilingReport | undefined,
   targets: Targets,
 ): (string[] | string)[] {
-  const r = hostRatios(host);
-  const size = `${toMiB(host.execThroughput.bytes)} MiB`;
-  const tree = `${toMiB(host.copy.treeBytes)} MiB`;
-  const lines: (string[] | string)[] = [
+  const lines = [
     "host (berth --backend host, isolation=bwrap, vs the same work done directly)",
-    row(
-      "exec `true` p50",
-      ms(host.execLatency.berth.p50Ms),
-      ms(host.execLatency.direct.p50Ms),
-      "same bwrap, spawned",
-      r.execLatencyP50,
-      targets.hostLatency,
-    ),
-    row(
-      "exec `true` p99",
-      ms(host.execLatency.berth.p99Ms),
-      ms(host.execLatency.direct.p99Ms),
-      "same bwrap, spawned",
-      r.execLatencyP99,
-      undefined,
-    ),
-    row(
-      `exec output ${size}`,
-      mbps(host.execThroughput.berth),
-      mbps(host.execThroughput.direct),
-      "spawn() pipe",
-      r.execThroughput,
-      targets.hostOutput,
-      perGiB(host.execThroughput.berth),
-    ),
-    row(
-      `copy-in tree ${tree}`,
-      mbps(host.copy.copyIn),
-      mbps(host.copy.tarPipe),
-      "tar | tar",
-      r.copyIn,
-      targets.hostCopyIn,
-      perGiB(host.copy.copyIn),
-    ),
-    row(
-      `copy-out tree ${tree}`,
-      mbps(host.copy.copyOut),
-      mbps(host.copy.tarPipe),
-      "tar | tar",
-      r.copyOut,
-      targets.hostCopyOut,
-      perGiB(host.copy.copyOut),
-    ),
+    ...driverRows({
+      ...host,
+      baselines: { copyIn: host.copy.tarPipe, copyOut: host.copy.tarPipe },
+      ratios: hostRatios(host),
+      baselineIs: {
+        exec: "same bwrap, spawned",
+        output: "spawn() pipe",
+        copyIn: "tar | tar",
+        copyOut: "tar | tar",
+      },
+      targets: {
+        latency: targets.hostLatency,
+        output: targets.hostOutput,
+        copyIn: targets.hostCopyIn,
+        copyOut: targets.hostCopyOut,
+      },
+    }),
   ];
   if (!ceiling) return lines;
   const c = ceilingRatios(host, ceiling);
+  const size = `${toMiB(host.execThroughput.bytes)} MiB`;
+  const tree = `${toMiB(host.copy.treeBytes)} MiB`;
   const against = (name: string, berth: PathSummary, top: PathSummary, ratio: number) =>
     row(name, mbps(berth), mbps(top), "ceiling server", ratio, undefined, perGiB(top));
   return [
@@ -169,54 +200,24 @@ function hostRows(
 function dockerRows(docker: DockerReport, targets: Targets): (string[] | string)[] {
   if (docker.skipped) return [`docker: skipped: ${docker.reason}`];
   if ("error" in docker) return [`docker: FAILED: ${docker.error}`];
-  const r = docker;
-  const size = `${toMiB(r.execThroughput.bytes)} MiB`;
-  const tree = `${toMiB(r.copy.treeBytes)} MiB`;
   return [
-    `docker (berth --backend docker vs the same work on the engine directly; engine ${r.engine.version}, ${r.engine.storageDriver})`,
-    row(
-      "exec `true` p50",
-      ms(r.execLatency.berth.p50Ms),
-      ms(r.execLatency.direct.p50Ms),
-      "dockerode exec",
-      r.ratios.execLatencyP50,
-      targets.dockerLatency,
-    ),
-    row(
-      "exec `true` p99",
-      ms(r.execLatency.berth.p99Ms),
-      ms(r.execLatency.direct.p99Ms),
-      "dockerode exec",
-      r.ratios.execLatencyP99,
-      undefined,
-    ),
-    row(
-      `exec output ${size}`,
-      mbps(r.execThroughput.berth),
-      mbps(r.execThroughput.direct),
-      "dockerode exec",
-      r.ratios.execThroughput,
-      targets.dockerOutput,
-      perGiB(r.execThroughput.berth),
-    ),
-    row(
-      `copy-in tree ${tree}`,
-      mbps(r.copy.copyIn),
-      mbps(r.copy.dockerCpIn),
-      "docker cp",
-      r.ratios.copyIn,
-      targets.dockerCopyIn,
-      perGiB(r.copy.copyIn),
-    ),
-    row(
-      `copy-out tree ${tree}`,
-      mbps(r.copy.copyOut),
-      mbps(r.copy.dockerCpOut),
-      "docker cp > null",
-      r.ratios.copyOut,
-      targets.dockerCopyOut,
-      perGiB(r.copy.copyOut),
-    ),
+    `docker (berth --backend docker vs the same work on the engine directly; engine ${docker.engine.version}, ${docker.engine.storageDriver})`,
+    ...driverRows({
+      ...docker,
+      baselines: { copyIn: docker.copy.dockerCpIn, copyOut: docker.copy.dockerCpOut },
+      baselineIs: {
+        exec: "dockerode exec",
+        output: "dockerode exec",
+        copyIn: "docker cp",
+        copyOut: "docker cp > null",
+      },
+      targets: {
+        latency: targets.dockerLatency,
+        output: targets.dockerOutput,
+        copyIn: targets.dockerCopyIn,
+        copyOut: targets.dockerCopyOut,
+      },
+    }),
   ];
 }
 
