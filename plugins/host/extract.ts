@@ -162,17 +162,24 @@ const writeBatchBytes = 1024 * 1024;
 async function writeBody(handle: FileHandle, body: AsyncIterable<Buffer>): Promise<void> {
   let batch: Buffer[] = [];
   let batchBytes = 0;
+  // A write fails while the next chunks are awaited (a full disk): its failure is kept, never left
+  // unhandled (which would end the daemon), and thrown once the loop looks at it.
+  let failure: { err: unknown } | undefined;
   let writing: Promise<void> = Promise.resolve();
+  const written = async () => {
+    await writing;
+    if (failure) throw failure.err;
+  };
   for await (const chunk of body) {
     batch.push(chunk);
     batchBytes += chunk.length;
     if (batchBytes < writeBatchBytes) continue;
-    await writing;
-    writing = writeFully(handle, batch);
+    await written();
+    writing = writeFully(handle, batch).catch((err: unknown) => void (failure ??= { err }));
     batch = [];
     batchBytes = 0;
   }
-  await writing;
+  await written();
   if (batch.length > 0) await writeFully(handle, batch);
 }
 
