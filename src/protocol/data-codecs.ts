@@ -22,9 +22,10 @@ import type {
  * copies out passes here. The generated encoder writes a bytes field into a
  * zero-filled buffer it grows, shifts the payload once per enclosing
  * message to fit the length prefixes, and copies it out again at the end:
- * four passes over the data and two large allocations per message, which
- * the profile showed as a third of the daemon's CPU (mostly garbage
- * collection). These write the few header bytes and copy the payload once,
+ * four passes over the data and two large allocations per message: with
+ * the collections those allocations forced, about a fifth of the daemon's
+ * CPU on the Exec output path (4.8-5.0 s per GiB before, 4.0-4.4 after,
+ * grpc-go client, host driver). These write the few header bytes and copy the payload once,
  * into one reused buffer. Other messages of the same type (an exit code,
  * an error) are left to the generated encoder.
  *
