@@ -62,16 +62,26 @@ export class OomKillCounts {
   /**
    * How a command of this environment that exited with `exitCode` ended;
    * after an exit of 137, `readCounter` (the container's output of
-   * oomKillCounterCommand, or undefined) tells whether the OOM killer did it.
+   * oomKillCounterCommand, or undefined) tells whether the OOM killer did it,
+   * and where it cannot be read, `containerOomKilled` (whether the container
+   * itself was ended by the OOM killer), if given.
    */
   async exited(
     environmentId: string,
     exitCode: number,
     readCounter: () => Promise<string | undefined>,
+    containerOomKilled?: () => Promise<boolean>,
   ): Promise<ExecResult> {
     if (exitCode !== sigkillExitCode) return exitedWith(exitCode);
     const count = Number(/^oom_kill (\d+)$/m.exec((await readCounter()) ?? "")?.[1] ?? Number.NaN);
-    if (!Number.isFinite(count)) return exitedWith(exitCode);
+    if (!Number.isFinite(count)) {
+      // No counter: the OOM killer may have ended the container itself (its first process), so
+      // there is nothing left to run the reader in. Whoever runs it may know (a pod's status).
+      if (!(await containerOomKilled?.())) return exitedWith(exitCode);
+      // A new container comes up in its place, with a new cgroup: its counter starts at zero.
+      this.seen.delete(environmentId);
+      return exitedWith(exitCode, true);
+    }
     const before = this.seen.get(environmentId) ?? 0;
     this.seen.set(environmentId, count);
     return exitedWith(exitCode, count > before);

@@ -114,4 +114,19 @@ describe("OOM verdicts", () => {
     assert.deepEqual(await counts.exited("a", 3, counter(9)), { kind: "exited", exitCode: 3 });
     assert.deepEqual(await counts.exited("b", 137, async () => undefined), exitedWith(137));
   });
+
+  test("without a counter, a container the OOM killer ended is named; its successor's counter starts at zero", async () => {
+    const counts = new OomKillCounts();
+    const counter = (n: number) => async () => `oom_kill ${n}\n`;
+    const gone = async () => undefined; // the container is not running: nothing to read the counter in
+    assert.deepEqual(await counts.exited("a", 137, counter(1)), exitedWith(137, true));
+    assert.deepEqual(await counts.exited("a", 137, gone, async () => true), exitedWith(137, true));
+    // The new container's first OOM kill (its counter 1, as the old one's was) is still named.
+    assert.deepEqual(await counts.exited("a", 137, counter(1)), exitedWith(137, true));
+    assert.deepEqual(await counts.exited("a", 137, gone, async () => false), exitedWith(137, false));
+    let asked = false;
+    const ask = async () => (asked = true);
+    assert.deepEqual(await counts.exited("a", 137, counter(1), ask), exitedWith(137, false));
+    assert.equal(asked, false, "the container's status is asked only when the counter cannot be read");
+  });
 });
